@@ -1,0 +1,83 @@
+"""The engine's process boundary: the worker and the API call these in a sandboxed child.
+
+    python -m engine.cli inspect-model FILE WORK_DIR
+    python -m engine.cli inspect-dataset FILE
+    python -m engine.cli capabilities
+    python -m engine.cli run-job REQUEST.json
+
+Each prints one JSON document on stdout: ``{"ok": true, "result": ...}`` or
+``{"ok": false, "error": {"code", "message", "detail", "user_error"}}``. Progress of ``run-job``
+goes as JSON lines to the file descriptor named by ``SHRINK_EVENTS_FD`` (stdout may carry the
+noise libraries print).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULT_MARKER = "@@shrink-result@@"
+
+
+def _emit_to_fd() -> Any:
+    fd = os.environ.get("SHRINK_EVENTS_FD")
+    if not fd:
+        return lambda message: None
+    stream = os.fdopen(int(fd), "w", buffering=1)
+
+    def emit(message: dict[str, Any]) -> None:
+        stream.write(json.dumps(message, default=str) + "\n")
+
+    return emit
+
+
+def _main(argv: list[str]) -> Any:
+    command = argv[0] if argv else ""
+    if command == "capabilities":
+        from engine.bench.config import BenchmarkConfig
+        from engine.registry import capabilities
+
+        return {**capabilities(), "benchmark_schema": BenchmarkConfig.model_json_schema()}
+    if command == "inspect-model":
+        from engine.formats.detect import open_model
+
+        _, info = open_model(Path(argv[1]), Path(argv[2]))
+        return info
+    if command == "inspect-dataset":
+        from engine.data import inspect_dataset
+
+        return inspect_dataset(Path(argv[1]))
+    if command == "run-job":
+        from engine.job import JobRequest, run_job
+
+        request = JobRequest.model_validate_json(Path(argv[1]).read_text())
+        return run_job(request, _emit_to_fd())
+    raise SystemExit(f"unknown command {command!r}; see the module docstring")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from engine.job import error_payload
+
+    try:
+        result = _main(list(sys.argv[1:] if argv is None else argv))
+        payload = {"ok": True, "result": result}
+        code = 0
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes a JSON error
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        payload = {"ok": False, "error": error_payload(exc)}
+        code = 1
+    # The marker separates our document from whatever libraries printed on stdout.
+    sys.stdout.write("\n" + RESULT_MARKER + json.dumps(payload, default=str) + "\n")
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Hugging Face checkpoints: ``config.json`` + ``*.safetensors`` (+ tokenizer), never pickles.
+
+Loaded with ``trust_remote_code=False``: only architectures that transformers itself defines.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ModelFormatUnsafe, ModelFormatUnsupported
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def find_checkpoint_root(folder: Path) -> Path | None:
+    """The folder holding ``config.json``: the archive root or its single top-level folder."""
+    if (folder / "config.json").is_file():
+        return folder
+    candidates = [p.parent for p in folder.glob("*/config.json")]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def safetensors_header(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) != 8:
+            raise ModelFormatUnsupported(f"{path.name} is not a safetensors file")
+        (length,) = struct.unpack("<Q", raw)
+        if length > 100 * 1024**2:
+            raise ModelFormatUnsupported(f"{path.name} has an implausible safetensors header")
+        try:
+            return json.loads(fh.read(length))
+        except ValueError:
+            raise ModelFormatUnsupported(f"{path.name} is not a safetensors file") from None
+
+
+def count_params(folder: Path) -> int:
+    total = 0
+    for file in folder.glob("*.safetensors"):
+        for name, info in safetensors_header(file).items():
+            if name == "__metadata__":
+                continue
+            n = 1
+            for d in info["shape"]:
+                n *= int(d)
+            total += n
+    return total
+
+
+def input_names(folder: Path) -> list[str]:
+    config = folder / "tokenizer_config.json"
+    if config.is_file():
+        names = json.loads(config.read_text()).get("model_input_names")
+        if names:
+            return list(names)
+    names = ["input_ids", "attention_mask"]
+    model_config = json.loads((folder / "config.json").read_text())
+    if model_config.get("type_vocab_size", 0) > 0:
+        names.append("token_type_ids")
+    return names
+
+
+def inspect_hf(folder: Path) -> dict[str, Any]:
+    if not list(folder.glob("*.safetensors")):
+        if list(folder.glob("*.bin")) or list(folder.glob("*.pt")) or list(folder.glob("*.pth")):
+            raise ModelFormatUnsafe(
+                "this checkpoint stores its weights as pickles (*.bin), which can run code when loaded; "
+                "re-save it with model.save_pretrained(dir, safe_serialization=True) and upload config.json "
+                "with the *.safetensors files, or export it to ONNX",
+            )
+        raise ModelFormatUnsupported("the archive has config.json but no *.safetensors weights")
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except ValueError:
+        raise ModelFormatUnsupported("config.json is not valid JSON") from None
+    if "auto_map" in config:
+        raise ModelFormatUnsafe(
+            "this checkpoint needs custom code (auto_map in config.json), which Shrink never runs; "
+            "export the model to ONNX and upload the .onnx"
+        )
+    from transformers import AutoConfig
+
+    try:
+        hf_config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False, local_files_only=True)
+    except Exception as exc:
+        raise ModelFormatUnsupported(
+            f"transformers does not know this architecture ({config.get('model_type')!r}): {exc}; "
+            "export the model to ONNX instead"
+        ) from None
+    return {
+        "format": "hf",
+        "model_type": hf_config.model_type,
+        "architectures": list(getattr(hf_config, "architectures", None) or []),
+        "inputs": [{"name": n, "shape": ["batch", "sequence"], "dtype": "int64"} for n in input_names(folder)],
+        "outputs": [],
+        "params": count_params(folder),
+        "has_tokenizer": any((folder / f).is_file() for f in TOKENIZER_FILES),
+        "hidden_size": getattr(hf_config, "hidden_size", None),
+        "num_hidden_layers": getattr(hf_config, "num_hidden_layers", None),
+        "num_attention_heads": getattr(hf_config, "num_attention_heads", None),
+    }
+
+
+def load_model(folder: Path, *, task_head: bool = False) -> Any:
+    """The checkpoint as a PyTorch module, in eval mode. Weights come only from safetensors."""
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(str(folder), trust_remote_code=False, local_files_only=True)
+    arch = (config.architectures or [None])[0]
+    cls = getattr(transformers, arch, None) if (task_head and arch) else None
+    cls = cls or transformers.AutoModel
+    model = cls.from_pretrained(
+        str(folder), trust_remote_code=False, local_files_only=True, use_safetensors=True
+    )
+    model.eval()
+    return model
+
+
+def load_tokenizer(folder: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False, local_files_only=True)
+
+
+def save_model(model: Any, dest: Path, *, tokenizer_from: Path | None = None) -> Path:
+    """Save as config + safetensors (never a pickle), copying the tokenizer files along."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(dest), safe_serialization=True)
+    if tokenizer_from is not None:
+        for name in TOKENIZER_FILES:
+            src = tokenizer_from / name
+            if src.is_file():
+                shutil.copy2(src, dest / name)
+    return dest

@@ -1,0 +1,173 @@
+"""PyTorch <-> ONNX: ONNX graphs become ``GraphModule``s (onnx2torch, no pickle involved) so every
+PyTorch pass applies to them, and PyTorch models are exported back to ONNX."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.errors import ConversionUnsupported
+from engine.formats import onnx_model
+
+# onnx2torch converters that need torchvision, whose PyPI build does not load beside the CPU
+# torch wheel (see requirements-nodeps.txt). Graphs using them are refused by name.
+_TORCHVISION_OPS = ("NonMaxSuppression", "RoiAlign")
+
+
+def _import_onnx2torch() -> Any:
+    if "onnx2torch" in sys.modules:
+        return sys.modules["onnx2torch"]
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        # Only onnx2torch's NMS/RoiAlign modules reference torchvision at import; give them a
+        # placeholder for the import alone, then take it away so no other library sees it.
+        placeholder = types.ModuleType("torchvision")
+        ops = types.ModuleType("torchvision.ops")
+
+        def _unavailable(*args: Any, **kwargs: Any) -> Any:
+            raise ConversionUnsupported("NonMaxSuppression/RoiAlign need torchvision, which is not installed")
+
+        ops.roi_align = ops.nms = ops.box_convert = _unavailable  # type: ignore[attr-defined]
+        placeholder.ops = ops  # type: ignore[attr-defined]
+        sys.modules["torchvision"], sys.modules["torchvision.ops"] = placeholder, ops
+        try:
+            import onnx2torch
+        finally:
+            sys.modules.pop("torchvision", None)
+            sys.modules.pop("torchvision.ops", None)
+        return onnx2torch
+    import onnx2torch
+
+    return onnx2torch
+
+
+def unsupported_operators(model: Any) -> list[str]:
+    """Operators of the graph that onnx2torch cannot convert, as ``domain::Op`` names."""
+    _import_onnx2torch()
+    from onnx2torch.node_converters.registry import get_converter
+
+    opsets = {o.domain or "": o.version for o in model.opset_import}
+    missing = set()
+    for node in model.graph.node:
+        domain = node.domain or ""
+        if node.op_type in _TORCHVISION_OPS:
+            missing.add(f"{domain or 'ai.onnx'}::{node.op_type}")
+            continue
+        version = opsets.get(domain, opsets.get("ai.onnx", opsets.get("", 17)))
+        try:
+            get_converter(node.op_type, version, domain=domain)
+        except NotImplementedError:
+            missing.add(f"{domain or 'ai.onnx'}::{node.op_type}")
+    return sorted(missing)
+
+
+def onnx_to_torch(path: Path) -> Any:
+    """Convert an ONNX file to a ``torch.fx.GraphModule`` (float parameters, eval mode)."""
+    model = onnx_model.load_proto(path)
+    missing = unsupported_operators(model)
+    if missing:
+        raise ConversionUnsupported(
+            f"this ONNX graph cannot be converted to PyTorch: unsupported operators {', '.join(missing)}; "
+            "ONNX-only passes (quantize, onnx magnitude pruning, onnx low-rank) still apply",
+            detail={"unsupported_operators": missing},
+        )
+    onnx2torch = _import_onnx2torch()
+    try:
+        module = onnx2torch.convert(model)
+    except Exception as exc:
+        raise ConversionUnsupported(f"onnx2torch could not convert this graph: {exc}") from None
+    module.eval()
+    return module
+
+
+def buffers_to_parameters(module: Any) -> Any:
+    """Make float weight buffers trainable parameters.
+
+    onnx2torch stores the constant operand of a MatMul (a transformer's weights) as a buffer;
+    training, pruning and low-rank passes need them as parameters.
+    """
+    import torch
+
+    for sub in module.modules():
+        for name, buf in list(sub.named_buffers(recurse=False)):
+            if buf is not None and buf.is_floating_point() and buf.dim() >= 2:
+                delattr(sub, name)
+                sub.register_parameter(name, torch.nn.Parameter(buf.detach().clone()))
+    return module
+
+
+def torch_inputs(inputs: list[dict[str, Any]], feeds: dict[str, np.ndarray]) -> tuple[Any, ...]:
+    import torch
+
+    return tuple(torch.from_numpy(np.ascontiguousarray(feeds[spec["name"]])) for spec in inputs)
+
+
+def export_onnx(
+    module: Any,
+    example: tuple[Any, ...],
+    dest: Path,
+    *,
+    inputs: list[dict[str, Any]],
+    outputs: list[dict[str, Any]],
+    opset: int = 17,
+) -> Path:
+    """Export with the same input/output names and symbolic axes as the signature gives."""
+    import torch
+
+    dynamic_axes: dict[str, dict[int, str]] = {}
+    for spec in [*inputs, *outputs]:
+        axes = {i: str(d) for i, d in enumerate(spec["shape"]) if not (isinstance(d, int) and d > 0)}
+        if axes:
+            dynamic_axes[spec["name"]] = axes
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    module.eval()
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            example,
+            str(dest),
+            input_names=[s["name"] for s in inputs],
+            output_names=[s["name"] for s in outputs],
+            dynamic_axes=dynamic_axes or None,
+            opset_version=opset,
+            dynamo=False,
+        )
+    return dest
+
+
+def export_hf_onnx(model: Any, folder: Path, dest: Path, *, seq_len: int = 16) -> Path:
+    """Export a transformers model to ONNX with ``last_hidden_state`` (or ``logits``) as output."""
+    import torch
+
+    from engine.formats import hf
+
+    names = hf.input_names(folder)
+    example = {n: torch.ones(1, seq_len, dtype=torch.long) for n in names}
+    if "token_type_ids" in example:
+        example["token_type_ids"] = torch.zeros(1, seq_len, dtype=torch.long)
+
+    class _Wrapper(torch.nn.Module):
+        def __init__(self, inner: Any):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args: Any) -> Any:
+            out = self.inner(**dict(zip(names, args, strict=True)), return_dict=True)
+            return out["logits"] if "logits" in out else out["last_hidden_state"]
+
+    wrapper = _Wrapper(model).eval()
+    is_classifier = "ForSequenceClassification" in type(model).__name__
+    output = "logits" if is_classifier else "last_hidden_state"
+    out_shape: list[int | str] = ["batch", "classes"] if is_classifier else ["batch", "sequence", "hidden"]
+    return export_onnx(
+        wrapper,
+        tuple(example[n] for n in names),
+        dest,
+        inputs=[{"name": n, "shape": ["batch", "sequence"], "dtype": "int64"} for n in names],
+        outputs=[{"name": output, "shape": out_shape, "dtype": "float32"}],
+    )

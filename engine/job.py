@@ -1,0 +1,198 @@
+"""One job, start to finish, on local files: resolve the model, run the recipe, benchmark the
+original against the candidate, and lay the artifacts out for the worker to store.
+
+The worker runs this in a sandboxed child (``python -m engine.cli run-job``); it is also usable
+directly from Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.bench.config import BenchmarkConfig
+from engine.bench.report import CandidateInput, benchmark_models, choose_best
+from engine.context import PassContext
+from engine.data import Dataset, load_dataset
+from engine.errors import EngineError
+from engine.formats import archive
+from engine.formats.detect import resolve_upload
+from engine.model import ModelFile
+from engine.pipeline import build_recipe, run_recipe
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    kind: Literal["compress", "benchmark"] = "compress"
+    model_path: Path
+    model_sha256: str = ""
+    reference_model_path: Path | None = None
+    dataset_path: Path | None = None
+    recipe: list[dict[str, Any]] = Field(default_factory=list)
+    benchmark: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+    candidate_id: str
+    work_dir: Path
+    out_dir: Path
+    checkpoint_dir: Path | None = None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "onnx", "onnxruntime", "transformers", "torch-pruning", "torchao", "tensorly", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def package_model(model: ModelFile, dest_dir: Path, stem: str) -> tuple[Path, str]:
+    """One file per model artifact: a bare .onnx, or a zip (HF folder, ONNX + external data)."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    if model.format == "onnx":
+        extras = [p for p in model.path.parent.iterdir() if p.is_file() and p != model.path and not p.suffix == ".onnx"]
+        if not extras:
+            target = dest_dir / f"{stem}.onnx"
+            shutil.copyfile(model.path, target)
+            return target, "onnx"
+        return archive.pack_zip(model.path.parent, dest_dir / f"{stem}.onnx.zip"), "onnx"
+    return archive.pack_zip(model.path, dest_dir / f"{stem}.hf.zip"), "hf"
+
+
+def _as_onnx(model: ModelFile, work_dir: Path) -> ModelFile:
+    """An HF checkpoint exported to ONNX, for the onnxruntime target."""
+    if model.format == "onnx":
+        return model
+    from engine.formats import hf, torch_bridge
+
+    dest = work_dir / "model.onnx"
+    torch_bridge.export_hf_onnx(hf.load_model(model.path, task_head=True), model.path, dest)
+    return ModelFile(path=dest, format="onnx", origin="hf")
+
+
+def run_job(request: JobRequest, emit: Emit | None = None) -> dict[str, Any]:
+    emit = emit or (lambda message: None)
+    started = time.time()
+    work = request.work_dir
+    out = request.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+
+    def progress(stage: str, fraction: float, message: str) -> None:
+        emit({"type": "progress", "stage": stage, "fraction": round(fraction, 4), "message": message})
+
+    def event(event_name: str, /, **fields: Any) -> None:
+        emit({"type": "event", "event": event_name, **fields})
+
+    progress("preparing", 0.0, "loading the model")
+    original = resolve_upload(request.model_path, work / "original")
+    dataset: Dataset | None = load_dataset(request.dataset_path) if request.dataset_path else None
+    bench_config = BenchmarkConfig.model_validate(request.benchmark)
+    passes = build_recipe(request.recipe)
+
+    ctx = PassContext(
+        work_dir=work / "passes",
+        original=original,
+        dataset=dataset,
+        device=bench_config.device,
+        seed=request.seed,
+        progress_fn=lambda stage, fraction, message: progress(stage, fraction, message),
+        event_fn=event,
+        cancel_file=work / "CANCEL",
+        checkpoint_dir=request.checkpoint_dir,
+    )
+    if request.kind == "benchmark":
+        compressed, records = (
+            (resolve_upload(request.reference_model_path, work / "reference"), [])
+            if request.reference_model_path
+            else (None, [])
+        )
+    else:
+        compressed, records = run_recipe(original, passes, ctx)
+    ctx.check_cancel()
+
+    progress("benchmark", 0.0, "measuring the original and the candidate side by side")
+    bench_dir = work / "bench"
+    baseline_b, candidate_b = original, compressed
+    if bench_config.runtime == "onnxruntime":
+        baseline_b = _as_onnx(original, bench_dir / "baseline")
+        candidate_b = _as_onnx(compressed, bench_dir / "candidate") if compressed is not None else None
+    recipe_run = [r.config | ({"resolved": r.resolved} if r.resolved else {}) for r in records]
+    candidates = [CandidateInput(id=request.candidate_id, model=candidate_b, recipe=recipe_run)] if candidate_b else []
+    report = benchmark_models(
+        baseline_b,
+        candidates,
+        dataset=dataset,
+        config=bench_config,
+        progress=lambda f, m: progress("benchmark", f, m),
+    )
+    best = choose_best(report)
+    report["best_candidate_id"] = best
+    report["sections"] = ctx.report_sections
+    report["steps"] = [{"name": r.name, "seconds": round(r.seconds, 3)} for r in records]
+    if dataset is not None:
+        report["dataset"] = {"rows": len(dataset), "format": dataset.format}
+
+    artifacts: list[dict[str, Any]] = []
+    if compressed is not None and request.kind == "compress":
+        path, fmt = package_model(compressed, out, "model")
+        artifacts.append({"kind": "model", "format": fmt, "path": path.name, "candidate_id": request.candidate_id, "best": best == request.candidate_id})
+        if compressed.format == "hf" and bench_config.runtime == "onnxruntime" and candidate_b is not None:
+            onnx_path, _ = package_model(candidate_b, out, "model-onnx")
+            artifacts.append({"kind": "model", "format": "onnx", "path": onnx_path.name, "candidate_id": request.candidate_id, "best": best == request.candidate_id})
+
+    manifest = {
+        "job_id": request.job_id,
+        "input_sha256": request.model_sha256 or _sha256(request.model_path),
+        "dataset_sha256": _sha256(request.dataset_path) if request.dataset_path else None,
+        "recipe": recipe_run,
+        "benchmark": bench_config.model_dump(),
+        "seed": request.seed,
+        "libraries": library_versions(),
+        "artifacts": [{**a, "sha256": _sha256(out / a["path"])} for a in artifacts],
+        "metrics": {c["id"]: c["metrics"] for c in report["candidates"]},
+        "seconds": round(time.time() - started, 3),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+    artifacts.append({"kind": "report", "format": "json", "path": "report.json", "candidate_id": None, "best": False})
+    artifacts.append({"kind": "manifest", "format": "json", "path": "manifest.json", "candidate_id": None, "best": False})
+    result = {
+        "candidates": [
+            {"id": c["id"], "recipe": c["recipe"], "metrics": c["metrics"], "ratios": c["ratios"], "flags": c["flags"]}
+            for c in report["candidates"]
+        ],
+        "best_candidate_id": best,
+        "artifacts": artifacts,
+    }
+    (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
+    progress("done", 1.0, "finished")
+    return result
+
+
+def error_payload(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, EngineError):
+        return {**exc.to_dict(), "user_error": exc.user_error}
+    return {"code": "engine_internal", "message": f"{type(exc).__name__}: {exc}", "detail": {}, "user_error": False}

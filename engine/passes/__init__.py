@@ -1,0 +1,1 @@
+"""One module per compression method; each registers its ``Pass`` on import (engine.registry)."""

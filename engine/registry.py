@@ -1,0 +1,166 @@
+"""The pass registry: every compression method is a ``Pass`` subclass with a typed config.
+
+Following Olive and torchao (STYLE.md): a pass registers itself when its module is imported; its
+config is a pydantic model with ``extra="forbid"`` whose JSON schema is what ``/v1/capabilities``
+publishes and what the API validates job specs against. Adding a method is adding one file under
+``engine/passes/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from engine.context import PassContext
+from engine.errors import ConfigInvalid, PassNotApplicable
+from engine.model import ModelFile, ModelFormat
+
+
+class PassConfig(BaseModel):
+    """Base of every pass config. ``op`` and ``method`` select the pass; the rest is its options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Pass:
+    """A compression step. Subclasses set the class attributes and implement ``run``."""
+
+    op: ClassVar[str]
+    method: ClassVar[str]
+    config_type: ClassVar[type[PassConfig]]
+    summary: ClassVar[str] = ""
+    accepts: ClassVar[tuple[ModelFormat, ...]] = ("onnx",)
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    needs_dataset: ClassVar[bool] = False
+    # The method used when a step gives only ``{"op": ...}``.
+    default_for_op: ClassVar[bool] = False
+
+    _registry: ClassVar[dict[tuple[str, str], type[Pass]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "method", None) is None or getattr(cls, "op", None) is None:
+            return  # an abstract intermediate class
+        key = (cls.op, cls.method)
+        if key in Pass._registry and Pass._registry[key] is not cls:
+            raise RuntimeError(f"pass {key} registered twice")
+        Pass._registry[key] = cls
+
+    def __init__(self, config: PassConfig):
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        return f"{self.op}.{self.method}"
+
+    def check(self, model: ModelFile, ctx: PassContext) -> None:
+        """Refuse early, with a clear error, a model this pass cannot handle."""
+        if model.format not in self.accepts:
+            raise PassNotApplicable(
+                f"{self.name} accepts {', '.join(self.accepts)} models, not {model.format}",
+                detail={"pass": self.name, "format": model.format},
+            )
+        if self.needs_dataset:
+            ctx.require_dataset(f"{self.name} uses data")
+
+    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        raise NotImplementedError
+
+
+_discovered = False
+
+
+def _discover() -> None:
+    """Import every module of ``engine.passes`` so that each pass registers itself."""
+    global _discovered
+    if _discovered:
+        return
+    import engine.passes as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package.__name__}.{info.name}")
+    _discovered = True
+
+
+def all_passes() -> list[type[Pass]]:
+    _discover()
+    return sorted(Pass._registry.values(), key=lambda p: (p.op, p.method))
+
+
+def get_pass(op: str, method: str | None = None) -> type[Pass]:
+    _discover()
+    if method is None:
+        defaults = [p for p in Pass._registry.values() if p.op == op and p.default_for_op]
+        if not defaults:
+            ops = sorted({p.op for p in Pass._registry.values()})
+            if op not in ops:
+                raise ConfigInvalid(f"unknown op {op!r}; known ops: {', '.join(ops)}", detail={"field": "op"})
+            raise ConfigInvalid(f"op {op!r} needs a method", detail={"field": "method"})
+        return defaults[0]
+    try:
+        return Pass._registry[(op, method)]
+    except KeyError:
+        methods = sorted(m for (o, m) in Pass._registry if o == op)
+        if not methods:
+            ops = sorted({o for (o, _) in Pass._registry})
+            raise ConfigInvalid(f"unknown op {op!r}; known ops: {', '.join(ops)}", detail={"field": "op"}) from None
+        raise ConfigInvalid(
+            f"unknown method {method!r} for op {op!r}; known: {', '.join(methods)}",
+            detail={"field": "method"},
+        ) from None
+
+
+def build_step(step: dict[str, Any]) -> Pass:
+    """Turn one recipe step (``{"op": ..., "method": ..., **options}``) into a configured pass."""
+    options = dict(step)
+    op = options.pop("op", None)
+    if not isinstance(op, str):
+        raise ConfigInvalid("each recipe step needs an 'op'", detail={"field": "op"})
+    method = options.pop("method", None)
+    pass_type = get_pass(op, method)
+    try:
+        config = pass_type.config_type.model_validate(options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigInvalid(
+            f"{pass_type.op}.{pass_type.method}: {first['msg']} at {'.'.join(map(str, first['loc']))}",
+            detail={"errors": exc.errors(include_url=False, include_context=False)},
+        ) from None
+    return pass_type(config)
+
+
+def step_schema(pass_type: type[Pass]) -> dict[str, Any]:
+    """The JSON schema of one recipe step of this pass: its config plus ``op`` and ``method``."""
+    schema = pass_type.config_type.model_json_schema()
+    props = dict(schema.get("properties", {}))
+    props["op"] = {"const": pass_type.op}
+    method_schema: dict[str, Any] = {"const": pass_type.method}
+    props["method"] = method_schema
+    schema["properties"] = props
+    schema["required"] = ["op", *schema.get("required", [])]
+    schema["additionalProperties"] = False
+    return schema
+
+
+def capabilities() -> dict[str, Any]:
+    """What ``/v1/capabilities`` serves: every pass with its config schema, formats and devices."""
+    passes = []
+    for p in all_passes():
+        passes.append(
+            {
+                "op": p.op,
+                "method": p.method,
+                "name": f"{p.op}.{p.method}",
+                "summary": p.summary,
+                "formats": list(p.accepts),
+                "devices": list(p.devices),
+                "needs_dataset": p.needs_dataset,
+                "default_for_op": p.default_for_op,
+                "config_schema": step_schema(p),
+            }
+        )
+    return {"passes": passes, "formats": ["onnx", "hf"]}
