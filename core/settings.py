@@ -1,0 +1,95 @@
+"""Every setting of the service, from ``SHRINK_*`` environment variables (pydantic-settings).
+
+The defaults are the embedded mode: SQLite, artifacts on local disk, and a Celery broker that
+needs no server (kombu's SQLAlchemy transport on SQLite). Production refuses to start with the
+default secret.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET = "dev-insecure-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHRINK_", env_file=None, extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    secret_key: str = Field(DEFAULT_SECRET, description="pepper for API-key hashes; required in production")
+    data_dir: Path = Path("var")
+
+    database_url: str = ""  # default: sqlite under data_dir
+    broker_url: str = ""  # default: sqla+sqlite under data_dir
+
+    storage_backend: Literal["local", "s3"] = "local"
+    storage_path: Path | None = None  # default: data_dir/artifacts
+    s3_bucket: str = "shrink-artifacts"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_presign_seconds: int = 900
+    s3_multipart_threshold_bytes: int = 64 * 1024**2
+
+    max_upload_bytes: int = 8 * 1024**3
+    cors_origins: list[str] = Field(default_factory=list)
+    page_size_max: int = 200
+
+    # Job lifecycle (DESIGN.md section 3).
+    lease_seconds: float = 60.0
+    reaper_interval_seconds: float = 15.0
+    requeue_queued_after_seconds: float = 600.0
+    max_attempts: int = 3
+    job_soft_time_limit_seconds: int = 6 * 3600
+    job_time_limit_seconds: int = 6 * 3600 + 300
+    worker_id: str | None = None
+    work_dir: Path | None = None  # default: data_dir/work
+
+    # Sandbox limits for the engine's child process (DESIGN.md section 7).
+    sandbox_memory_bytes: int = 16 * 1024**3
+    sandbox_cpu_seconds: int = 6 * 3600
+    sandbox_file_bytes: int = 32 * 1024**3
+    sandbox_threads: int = 0
+    inspect_timeout_seconds: float = 300.0
+
+    allow_unsafe_formats: bool = False
+    allow_private_webhooks: bool = False
+    webhook_timeout_seconds: float = 10.0
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Settings:
+        if self.env == "production" and self.secret_key == DEFAULT_SECRET:
+            raise ValueError("SHRINK_SECRET_KEY must be set to a private value in production")
+        if self.env == "production" and len(self.secret_key) < 32:
+            raise ValueError("SHRINK_SECRET_KEY must be at least 32 characters in production")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'shrink.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def resolved_storage_path(self) -> Path:
+        return (self.storage_path or self.data_dir / "artifacts").resolve()
+
+    @property
+    def resolved_work_dir(self) -> Path:
+        return (self.work_dir or self.data_dir / "work").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
