@@ -18,9 +18,36 @@ from engine.formats import onnx_model
 _TORCHVISION_OPS = ("NonMaxSuppression", "RoiAlign")
 
 
+def _register_missing_versions(onnx2torch: Any) -> None:
+    """Opset 16 revised GreaterOrEqual/LessOrEqual only to admit bfloat16; onnx2torch 1.5.15
+    registers just the opset-12 versions, so graphs exported at opset 16+ (transformers' attention
+    masks) were refused. Same converter, newer version number."""
+    from onnx2torch.node_converters.comparisons import _TORCH_FUNCTION_FROM_ONNX_TYPE, OnnxCompare
+    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription, add_converter
+    from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
+
+    for op_type in ("GreaterOrEqual", "LessOrEqual"):
+        if OperationDescription(domain="", operation_type=op_type, version=16) in _CONVERTER_REGISTRY:
+            continue
+        assert op_type in _TORCH_FUNCTION_FROM_ONNX_TYPE
+
+        @add_converter(operation_type=op_type, version=16)
+        def _convert(node: Any, graph: Any) -> Any:
+            return OperationConverterResult(
+                torch_module=OnnxCompare(operation_type=node.operation_type),
+                onnx_mapping=onnx_mapping_from_node(node=node),
+            )
+
+
 def _import_onnx2torch() -> Any:
-    if "onnx2torch" in sys.modules:
-        return sys.modules["onnx2torch"]
+    module = sys.modules.get("onnx2torch")
+    if module is None:
+        module = _import_onnx2torch_once()
+        _register_missing_versions(module)
+    return module
+
+
+def _import_onnx2torch_once() -> Any:
     try:
         import torchvision  # noqa: F401
     except ImportError:
