@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.bench.config import BenchmarkConfig
+from engine.bench.provenance import build_manifest
 from engine.bench.report import CandidateInput, benchmark_models, choose_best
 from engine.context import PassContext
 from engine.data import Dataset, load_dataset
@@ -61,7 +62,10 @@ def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for name in ("torch", "onnx", "onnxruntime", "transformers", "torch-pruning", "torchao", "tensorly", "numpy"):
+    for name in (
+        "torch", "onnx", "onnxruntime", "transformers", "torch-pruning", "torchao", "tensorly", "numpy",
+        "onnx2torch", "onnxscript", "safetensors", "tokenizers",
+    ):  # fmt: skip
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -163,18 +167,23 @@ def run_job(request: JobRequest, emit: Emit | None = None) -> dict[str, Any]:
             onnx_path, _ = package_model(candidate_b, out, "model-onnx")
             artifacts.append({"kind": "model", "format": "onnx", "path": onnx_path.name, "candidate_id": request.candidate_id, "best": best == request.candidate_id})
 
-    manifest = {
-        "job_id": request.job_id,
-        "input_sha256": request.model_sha256 or _sha256(request.model_path),
-        "dataset_sha256": _sha256(request.dataset_path) if request.dataset_path else None,
-        "recipe": recipe_run,
-        "benchmark": bench_config.model_dump(),
-        "seed": request.seed,
-        "libraries": library_versions(),
-        "artifacts": [{**a, "sha256": _sha256(out / a["path"])} for a in artifacts],
-        "metrics": {c["id"]: c["metrics"] for c in report["candidates"]},
-        "seconds": round(time.time() - started, 3),
-    }
+    manifest = build_manifest(
+        job_id=request.job_id,
+        kind=request.kind,
+        input_sha256=request.model_sha256 or _sha256(request.model_path),
+        input_format=original.format,
+        reference_sha256=_sha256(request.reference_model_path) if request.reference_model_path else None,
+        dataset_sha256=_sha256(request.dataset_path) if request.dataset_path else None,
+        dataset_info=report.get("dataset"),
+        recipe=recipe_run,
+        benchmark_config=bench_config.model_dump(),
+        seed=request.seed,
+        libraries=library_versions(),
+        report=report,
+        artifacts=artifacts,
+        out_dir=out,
+        seconds=round(time.time() - started, 3),
+    )
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
     artifacts.append({"kind": "report", "format": "json", "path": "report.json", "candidate_id": None, "best": False})

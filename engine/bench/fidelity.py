@@ -44,14 +44,109 @@ def compare(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]
     return result
 
 
+def _wilson(successes: int, total: int, z: float = 1.96) -> list[float]:
+    """Wilson score interval of a proportion: honest at small counts and near 0 or 1."""
+    if total == 0:
+        return [0.0, 1.0]
+    p = successes / total
+    denom = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
+def _macro_f1(pred: np.ndarray, labels: np.ndarray) -> float:
+    scores = []
+    for cls in np.unique(np.concatenate([labels, pred])):
+        tp = int(((pred == cls) & (labels == cls)).sum())
+        fp = int(((pred == cls) & (labels != cls)).sum())
+        fn = int(((pred != cls) & (labels == cls)).sum())
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0)
+    return float(np.mean(scores)) if scores else 0.0
+
+
 def task_quality(outputs: list[list[np.ndarray]], labels: np.ndarray) -> dict[str, Any]:
-    """Accuracy for class labels against logits; MSE for float targets."""
+    """The task metric that fits the outputs and labels.
+
+    - integer labels, logits [N, C>1]: accuracy (with a Wilson 95% interval), macro F1, top-5
+      accuracy when C > 5;
+    - integer labels in {0, 1}, one score per row: accuracy and F1 at 0.5 for probabilities,
+      at 0 for logits;
+    - float labels of the output's shape: MSE and MAE.
+
+    ``correct`` (per-row 0/1) is kept for the paired comparison with the baseline and dropped from
+    the report. Outputs that fit none of these give ``{}`` and a ``note``.
+    """
     logits = np.concatenate([o[0] for o in outputs])
-    labels = labels[: len(logits)]
-    if labels.dtype.kind in "iub" and logits.ndim == 2 and logits.shape[1] > 1:
-        return {"accuracy": float((logits.argmax(1) == labels).mean()), "rows": int(len(labels))}
-    pred = logits.reshape(len(labels), -1)
-    target = labels.reshape(len(labels), -1).astype(np.float64)
+    labels = np.asarray(labels)[: len(logits)]
+    n = len(labels)
+    if labels.dtype.kind in "iub":
+        labels = labels.reshape(n).astype(np.int64)
+        if logits.ndim == 2 and logits.shape[1] > 1:
+            pred = logits.argmax(1)
+            correct = (pred == labels).astype(np.int8)
+            result: dict[str, Any] = {
+                "primary": "accuracy",
+                "accuracy": float(correct.mean()),
+                "accuracy_ci95": _wilson(int(correct.sum()), n),
+                "f1_macro": _macro_f1(pred, labels),
+                "rows": n,
+                "correct": correct,
+            }
+            if logits.shape[1] > 5:
+                top5 = np.argsort(-logits, axis=1)[:, :5]
+                result["top5_accuracy"] = float((top5 == labels[:, None]).any(axis=1).mean())
+            return result
+        scores = logits.reshape(n, -1)
+        if scores.shape[1] == 1 and set(np.unique(labels)) <= {0, 1}:
+            s = scores[:, 0]
+            threshold = 0.5 if (s.min() >= 0 and s.max() <= 1) else 0.0
+            pred = (s > threshold).astype(np.int64)
+            correct = (pred == labels).astype(np.int8)
+            tp = int(((pred == 1) & (labels == 1)).sum())
+            fp = int(((pred == 1) & (labels == 0)).sum())
+            fn = int(((pred == 0) & (labels == 1)).sum())
+            f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+            return {
+                "primary": "accuracy",
+                "accuracy": float(correct.mean()),
+                "accuracy_ci95": _wilson(int(correct.sum()), n),
+                "f1": float(f1),
+                "rows": n,
+                "correct": correct,
+            }
+    pred = logits.reshape(n, -1).astype(np.float64)
+    target = labels.reshape(n, -1).astype(np.float64)
     if pred.shape == target.shape:
-        return {"mse": float(((pred - target) ** 2).mean()), "rows": int(len(labels))}
-    return {}
+        err = pred - target
+        return {"primary": "mse", "mse": float((err**2).mean()), "mae": float(np.abs(err).mean()), "rows": n}
+    return {"note": f"labels of shape {list(labels.shape)} do not fit outputs of shape {list(logits.shape)}"}
+
+
+HIGHER_IS_BETTER = {"accuracy": True, "f1_macro": True, "f1": True, "top5_accuracy": True, "mse": False, "mae": False}
+
+
+def quality_change(base: dict[str, Any], cand: dict[str, Any], *, seed: int = 0) -> dict[str, Any] | None:
+    """The candidate's change in the primary task metric, and for accuracy a paired 95% bootstrap
+    interval of the change (the same rows scored by both models)."""
+    metric = base.get("primary")
+    if not metric or metric not in cand:
+        return None
+    delta = float(cand[metric] - base[metric])
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    out: dict[str, Any] = {
+        "metric": metric,
+        "baseline": base[metric],
+        "candidate": cand[metric],
+        "delta": delta,
+        "drop": -delta if higher else delta,
+        "higher_is_better": higher,
+    }
+    b, c = base.get("correct"), cand.get("correct")
+    if b is not None and c is not None and len(b) == len(c) and len(b) > 1:
+        diff = c.astype(np.float64) - b.astype(np.float64)
+        picks = np.random.default_rng(seed).integers(0, len(diff), size=(1000, len(diff)))
+        means = diff[picks].mean(axis=1)
+        out["delta_ci95"] = [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+        out["rows_changed"] = int((diff != 0).sum())
+    return out

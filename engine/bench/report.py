@@ -1,19 +1,30 @@
-"""The benchmark report: baseline and every candidate measured side by side (DESIGN.md 5)."""
+"""The benchmark report: baseline and every candidate measured side by side (DESIGN.md 5).
+
+Every number of every model comes from the same code, on the same inputs, in the same process:
+fidelity and quality on the same rows, latency in interleaved rounds, MACs on the same batch,
+peak memory in one child process per model, fed the same batches.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from engine.bench import fidelity, latency, sizes
+from engine.bench import fidelity, latency, macs, memory, sizes
 from engine.bench.config import BenchmarkConfig
-from engine.bench.runners import batches, make_runner
+from engine.bench.runners import Runner, batches, make_runner, package_version
 from engine.data import Dataset
 from engine.model import ModelFile
+
+REPORT_VERSION = 1
+# Distinct batches a latency run cycles through: enough that no single input dominates.
+TIMING_BATCHES = 8
 
 
 @dataclass
@@ -21,40 +32,100 @@ class CandidateInput:
     id: str
     model: ModelFile
     recipe: list[dict[str, Any]] = field(default_factory=list)
-    # Quality bound from the spec (e.g. fidelity cosine), used for flags.
+    # Quality bounds for this candidate, over the benchmark config's: ``min_cosine``,
+    # ``max_quality_drop``.
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def environment(config: BenchmarkConfig, providers: list[str] | None = None) -> dict[str, Any]:
-    import onnxruntime
-
-    env: dict[str, Any] = {
-        "runtime": config.runtime,
-        "device": config.device,
-        "python": platform.python_version(),
-        "onnxruntime": onnxruntime.__version__,
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "threads": config.threads or os.cpu_count(),
-        "providers": providers or [],
-    }
-    try:
-        import torch
-
-        env["torch"] = torch.__version__
-    except ImportError:
-        pass
+def _cpu_info() -> dict[str, Any]:
+    out: dict[str, Any] = {}
     try:
         with open("/proc/cpuinfo") as fh:
             info = fh.read()
-        model_line = next((ln for ln in info.splitlines() if ln.startswith("model name")), "")
-        flags_line = next((ln for ln in info.splitlines() if ln.startswith("flags")), "")
-        env["cpu"] = model_line.split(":", 1)[-1].strip()
-        wanted = ("avx", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "fma", "f16c", "amx_int8")
-        env["cpu_flags"] = [f for f in flags_line.split(":", 1)[-1].split() if f in wanted]
     except OSError:
-        pass
+        return {"cpu": platform.processor() or None}
+    lines = info.splitlines()
+    model_line = next((ln for ln in lines if ln.startswith("model name")), "")
+    flags_line = next((ln for ln in lines if ln.startswith("flags")), "")
+    out["cpu"] = model_line.split(":", 1)[-1].strip() or None
+    wanted = (
+        "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
+        "avx512_fp16", "avx_vnni", "amx_bf16", "amx_int8", "asimd", "sve",
+    )  # fmt: skip
+    present = set(flags_line.split(":", 1)[-1].split())
+    out["cpu_flags"] = [f for f in wanted if f in present]
+    return out
+
+
+def environment(config: BenchmarkConfig, runners: list[Runner] | None = None) -> dict[str, Any]:
+    """What a reader needs to reproduce the numbers: runtime and versions, device, threads, CPU."""
+    described = [r.describe() for r in runners or []]
+    first = described[0] if described else {}
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = os.cpu_count()
+    env: dict[str, Any] = {
+        "runtime": first.get("runtime", config.runtime),
+        "runtime_version": first.get("version"),
+        "device": config.device,
+        "providers": first.get("providers", []),
+        "threads": config.threads or "runtime default",
+        "intra_op_threads": first.get("intra_op_threads"),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": affinity,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "onnxruntime": package_version("onnxruntime"),
+        "torch": package_version("torch"),
+        "onnx": package_version("onnx"),
+        "numpy": np.__version__,
+        **_cpu_info(),
+    }
+    if "gpu" in first:
+        env["gpu"] = first["gpu"]
+    with contextlib.suppress(OSError):
+        env["load_average"] = [round(x, 2) for x in os.getloadavg()]
     return env
+
+
+def _resolve_bounds(config: BenchmarkConfig, cand: CandidateInput) -> dict[str, Any]:
+    return {
+        "min_cosine": cand.extra.get("min_cosine", config.min_cosine),
+        "max_quality_drop": cand.extra.get("max_quality_drop", config.max_quality_drop),
+    }
+
+
+def _flags(metrics: dict[str, Any], ratios: dict[str, Any], bounds: dict[str, Any]) -> dict[str, str]:
+    """Flags and why: a candidate measurably slower than the baseline at some batch size, or
+    outside the quality bound. A flagged candidate is never chosen as the best."""
+    reasons: dict[str, str] = {}
+    slower = [bs for bs, s in ratios["speedup"].items() if s["verdict"] == "slower"]
+    if slower:
+        worst = min(ratios["speedup"][bs]["value"] for bs in slower)
+        reasons["slower_than_baseline"] = (
+            f"slower than the baseline at batch size {', '.join(slower)} (speedup {worst:.2f}x, "
+            "95% interval entirely below 1)"
+        )
+    quality_reasons = []
+    cos = metrics.get("fidelity", {}).get("cosine_mean")
+    if bounds["min_cosine"] is not None and cos is not None and cos < bounds["min_cosine"]:
+        quality_reasons.append(f"output cosine {cos:.4f} < {bounds['min_cosine']}")
+    change = ratios.get("quality_change")
+    if bounds["max_quality_drop"] is not None and change and change["drop"] > bounds["max_quality_drop"]:
+        quality_reasons.append(
+            f"{change['metric']} worse by {change['drop']:.4g} > {bounds['max_quality_drop']}"
+        )
+    if quality_reasons:
+        reasons["below_quality_bound"] = "; ".join(quality_reasons)
+    return reasons
+
+
+def _ratio(base: float | None, cand: float | None) -> float | None:
+    if base is None or cand is None or cand <= 0:
+        return None
+    return float(base) / float(cand)
 
 
 def benchmark_models(
@@ -66,87 +137,135 @@ def benchmark_models(
     progress: Any = None,
 ) -> dict[str, Any]:
     """Measure baseline and candidates on the same inputs in this process, interleaved."""
-    runners = [make_runner(baseline, threads=config.threads, device=config.device)]
-    runners += [make_runner(c.model, threads=config.threads, device=config.device) for c in candidates]
+    started = time.time()
+    say = progress or (lambda fraction, message: None)
+    runtime = "torch" if config.runtime == "torch" else None
+    models = [baseline, *[c.model for c in candidates]]
+    say(0.0, "loading the models")
+    runners = [make_runner(m, threads=config.threads, device=config.device, runtime=runtime) for m in models]
+    env = environment(config, runners)
     tokenizer_folder = baseline.path if baseline.format == "hf" else None
-    base_metrics: dict[str, Any] = {**sizes.size_on_disk(baseline), **sizes.parameter_counts(baseline), "latency_ms": {}}
-    cand_metrics = [
-        {**sizes.size_on_disk(c.model), **sizes.parameter_counts(c.model), "latency_ms": {}} for c in candidates
+    metrics: list[dict[str, Any]] = [
+        {
+            **sizes.size_on_disk(m),
+            **sizes.parameter_counts(m),
+            "runtime": r.describe(),
+            "latency_ms": {},
+            "throughput_per_s": {},
+        }
+        for m, r in zip(models, runners, strict=True)
     ]
-    ratios: list[dict[str, Any]] = [{"speedup": {}} for _ in candidates]
 
-    # Fidelity and quality, on the first batch size's inputs.
-    eval_feeds = batches(
-        runners[0].inputs,
-        dataset=dataset,
-        batch_size=max(config.batch_sizes),
-        rows=config.fidelity_rows,
-        sequence_length=config.sequence_length,
-        tokenizer_folder=tokenizer_folder,
-    )
-    reference = [runners[0].run(f) for f in eval_feeds]
-    labels = dataset.labels if dataset is not None else None
-    if labels is not None:
-        base_metrics["quality"] = fidelity.task_quality(reference, labels)
-    for i, runner in enumerate(runners[1:]):
-        outs = [runner.run(f) for f in eval_feeds]
-        cand_metrics[i]["fidelity"] = fidelity.compare(reference, outs)
-        if labels is not None:
-            cand_metrics[i]["quality"] = fidelity.task_quality(outs, labels)
-
-    for step, batch_size in enumerate(config.batch_sizes):
-        if progress:
-            progress(step / len(config.batch_sizes), f"timing batch size {batch_size}")
-        feeds = batches(
+    def inputs(batch_size: int, rows: int, *, full: bool) -> list[dict[str, np.ndarray]]:
+        return batches(
             runners[0].inputs,
             dataset=dataset,
             batch_size=batch_size,
-            rows=batch_size * 8,
+            rows=rows,
             sequence_length=config.sequence_length,
             tokenizer_folder=tokenizer_folder,
+            full_batches=full,
         )
-        samples = latency.measure_interleaved(
+
+    # Fidelity and task quality: every model on the same rows.
+    say(0.02, "fidelity and quality")
+    eval_feeds = inputs(max(config.batch_sizes), config.fidelity_rows, full=False)
+    outputs = [[r.run(f) for f in eval_feeds] for r in runners]
+    labels = dataset.labels if dataset is not None else None
+    quality = [fidelity.task_quality(o, labels) if labels is not None else None for o in outputs]
+    for i, m in enumerate(metrics):
+        if i > 0:
+            m["fidelity"] = fidelity.compare(outputs[0], outputs[i])
+        if quality[i] is not None:
+            m["quality"] = {k: v for k, v in quality[i].items() if k != "correct"}
+    del outputs
+
+    # MACs, per sample (batch size 1) on the first input row.
+    say(0.05, "counting MACs")
+    mac_feed = inputs(1, 1, full=True)[0]
+    for m, model, r in zip(metrics, models, runners, strict=True):
+        m.update(macs.count_macs(model, r, mac_feed))
+
+    # Latency: interleaved rounds per batch size.
+    speedups: list[dict[str, Any]] = [{} for _ in candidates]
+    timing_share = 0.85 if config.measure_memory else 0.93
+    for step, batch_size in enumerate(config.batch_sizes):
+        say(0.07 + timing_share * step / len(config.batch_sizes), f"timing batch size {batch_size}")
+        timing = latency.measure_interleaved(
             runners,
-            feeds,
+            inputs(batch_size, batch_size * TIMING_BATCHES, full=True),
             warmup_runs=config.warmup_runs,
             min_runs=config.min_runs,
             max_runs=config.max_runs,
-            time_budget_seconds=config.time_budget_seconds,
+            time_budget_seconds=config.time_budget_seconds * len(runners),
             target_ci_half_width=config.target_ci_half_width,
         )
         key = str(batch_size)
-        base_metrics["latency_ms"][key] = latency.summarize(samples[0])
-        base_metrics.setdefault("throughput_per_s", {})[key] = batch_size * 1000.0 / float(np.median(samples[0]))
-        for i, s in enumerate(samples[1:]):
-            cand_metrics[i]["latency_ms"][key] = latency.summarize(s)
-            cand_metrics[i].setdefault("throughput_per_s", {})[key] = batch_size * 1000.0 / float(np.median(s))
-            lo, hi = latency.speedup_ci(samples[0], s)
-            ratios[i]["speedup"][key] = {
-                "value": float(np.median(samples[0]) / np.median(s)),
-                "ci95": [lo, hi],
+        hists = latency.histograms(timing.samples)
+        for i, (m, s) in enumerate(zip(metrics, timing.samples, strict=True)):
+            m["latency_ms"][key] = {
+                **latency.summarize(s),
+                "histogram": hists[i],
+                "stopped_by": timing.stopped_by,
+                "seconds": round(timing.seconds, 3),
             }
+            m["throughput_per_s"][key] = batch_size * 1000.0 / float(np.median(s))
+            if i > 0:
+                speedups[i - 1][key] = latency.speedup(timing.samples[0], s)
 
+    if config.measure_memory:
+        say(0.93, "peak memory, one child process per model")
+        mem_feeds = {bs: inputs(bs, bs, full=True)[0] for bs in config.batch_sizes}
+        for m, model in zip(metrics, models, strict=True):
+            m["memory"] = memory.measure_peak_memory(
+                model, mem_feeds, runtime=runtime, device=config.device, threads=config.threads
+            )
+
+    base = metrics[0]
+    largest = str(max(config.batch_sizes))
     out_candidates = []
     for i, cand in enumerate(candidates):
-        m = cand_metrics[i]
-        r = ratios[i]
-        r["size"] = base_metrics["size_bytes"] / max(1, m["size_bytes"])
-        r["compressed_size"] = base_metrics["compressed_size_bytes"] / max(1, m["compressed_size_bytes"])
-        r["params"] = base_metrics["params"] / max(1, m["params"])
-        flags = []
-        if any(v["ci95"][1] < 1.0 for v in r["speedup"].values()):
-            flags.append("slower_than_baseline")
-        min_cos = cand.extra.get("min_cosine")
-        cos = m.get("fidelity", {}).get("cosine_mean")
-        if min_cos is not None and cos is not None and cos < min_cos:
-            flags.append("below_quality_bound")
-        out_candidates.append({"id": cand.id, "recipe": cand.recipe, "metrics": m, "ratios": r, "flags": flags})
-    providers = getattr(runners[-1], "providers", None)
+        m = metrics[i + 1]
+        ratios: dict[str, Any] = {
+            "speedup": speedups[i],
+            "throughput": {
+                bs: _ratio(m["throughput_per_s"][bs], base["throughput_per_s"][bs]) for bs in m["throughput_per_s"]
+            },
+            "size": _ratio(base["size_bytes"], m["size_bytes"]),
+            "compressed_size": _ratio(base["compressed_size_bytes"], m["compressed_size_bytes"]),
+            "params": _ratio(base["params"], m["params"]),
+            "nonzero_params": _ratio(base["nonzero_params"], m["nonzero_params"]),
+            "macs": _ratio(base.get("macs"), m.get("macs")),
+            "peak_memory": _ratio(
+                base.get("memory", {}).get("peak_above_idle_bytes", {}).get(largest),
+                m.get("memory", {}).get("peak_above_idle_bytes", {}).get(largest),
+            ),
+        }
+        if quality[0] is not None and quality[i + 1] is not None:
+            ratios["quality_change"] = fidelity.quality_change(quality[0], quality[i + 1])
+        bounds = _resolve_bounds(config, cand)
+        reasons = _flags(m, ratios, bounds)
+        out_candidates.append(
+            {
+                "id": cand.id,
+                "recipe": cand.recipe,
+                "metrics": m,
+                "ratios": ratios,
+                "flags": list(reasons),
+                "flag_reasons": reasons,
+                "quality_bound": bounds,
+            }
+        )
+    say(1.0, "benchmark done")
+    env["load_average_after"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     return {
-        "baseline": base_metrics,
+        "report_version": REPORT_VERSION,
+        "baseline": base,
         "candidates": out_candidates,
-        "environment": environment(config, providers),
+        "environment": env,
         "config": config.model_dump(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "benchmark_seconds": round(time.time() - started, 3),
     }
 
 
