@@ -1,0 +1,51 @@
+# Shrink. `make run`: install, migrate, start the API (127.0.0.1:8000) and a worker on the
+# embedded default (SQLite, local disk, a broker that needs no server). `make test`: install and
+# run every test.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run migrate test lint chromium bench clean
+
+$(STAMP): pyproject.toml requirements-nodeps.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch==2.13.0 resolves to the CPU wheel on this machine's disk (see README, "Installing").
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian's Chromium renders the HTML report in the report tests (headless, no network).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+migrate: install
+	$(VENV)/bin/shrink migrate
+
+run: migrate
+	@echo ""
+	@echo "Shrink API on http://$(HOST):$(PORT) (docs: http://$(HOST):$(PORT)/docs), worker on queues cpu,gpu."
+	@echo "Get an API key in another shell:"
+	@echo "  TENANT=\$$($(VENV)/bin/shrink admin create-tenant my-team); KEY=\$$($(VENV)/bin/shrink admin create-key \$$TENANT)"
+	@echo "  curl -H \"Authorization: Bearer \$$KEY\" http://$(HOST):$(PORT)/v1/capabilities"
+	@echo ""
+	@trap 'kill 0' EXIT INT TERM; \
+	$(VENV)/bin/shrink worker --queues cpu,gpu --loglevel WARNING & \
+	$(VENV)/bin/shrink api --host $(HOST) --port $(PORT)
+
+test: install chromium
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check api core worker engine tests bench
+
+bench: install
+	$(PY) bench/service.py
+
+clean:
+	rm -rf var .pytest_cache .cache

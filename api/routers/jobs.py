@@ -1,0 +1,159 @@
+"""/v1/jobs: submit, list, status, cancel, live events, report, artifacts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+
+from api.deps import CurrentTenant, Cursor, IdempotencyKey, Limit, SessionDep
+from api.schemas import ArtifactList, ArtifactOut, ErrorResponse, JobOut, JobState, Page, Report
+from core import idempotency
+from core.db import new_session
+from core.errors import Conflict, NotFound
+from core.jobs import events as job_events
+from core.jobs import service
+from core.jobs.schemas import JobSpec
+from core.logging import get_logger
+from core.queue import enqueue_job
+from core.storage import get_storage
+
+log = get_logger(__name__)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 404, 409, 422)}
+
+
+def submit(session: Any, tenant_id: str, route: str, key: str | None, create: Any) -> JSONResponse:
+    """Create a job, commit, then enqueue (never inside the open transaction)."""
+    previous = idempotency.lookup(session, tenant_id, key, route)
+    if previous is not None:
+        return JSONResponse(previous[1], status_code=previous[0])
+    job = create()
+    body = JobOut.of(job).model_dump(mode="json")
+    idempotency.remember(session, tenant_id, key, route, 202, body)
+    session.commit()
+    try:
+        enqueue_job(job.id, job.queue)
+    except Exception as exc:  # noqa: BLE001 - the job is recorded; the reaper sends it again
+        log.warning("job.enqueue_failed", job_id=job.id, error=str(exc))
+    return JSONResponse(body, status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+@router.post("", status_code=202, response_model=JobOut, responses=ERRORS)
+def create_job(spec: JobSpec, session: SessionDep, tenant: CurrentTenant, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    return submit(session, tenant.id, "POST /v1/jobs", idempotency_key, lambda: service.create_job(session, tenant.id, spec))
+
+
+@router.get("", response_model=Page[JobOut])
+def list_jobs(
+    session: SessionDep, tenant: CurrentTenant, limit: Limit, cursor: Cursor = None,
+    state: JobState | None = None, model_id: Annotated[str | None, Query(max_length=40)] = None,
+) -> Page[JobOut]:
+    rows, next_cursor = service.list_jobs(session, tenant.id, cursor=cursor, limit=limit, state=state, model_id=model_id)
+    return Page[JobOut](items=[JobOut.of(j) for j in rows], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
+def get_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> JobOut:
+    return JobOut.of(service.get_job(session, tenant.id, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, responses=ERRORS)
+def cancel_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> JobOut:
+    job = service.request_cancel(session, tenant.id, job_id)
+    session.commit()
+    return JobOut.of(job)
+
+
+@router.get("/{job_id}/artifacts", response_model=ArtifactList, responses=ERRORS)
+def list_artifacts(job_id: str, session: SessionDep, tenant: CurrentTenant) -> ArtifactList:
+    return ArtifactList(items=[ArtifactOut.of(a) for a in service.artifacts_of(session, tenant.id, job_id)])
+
+
+def load_report(session: Any, tenant_id: str, job_id: str) -> dict[str, Any]:
+    job = service.get_job(session, tenant_id, job_id)
+    report_artifact = next((a for a in service.artifacts_of(session, tenant_id, job_id) if a.kind == "report"), None)
+    if job.state != "succeeded" or report_artifact is None:
+        raise Conflict(f"job {job_id} has no report yet (state: {job.state})", code="report_not_ready",
+                       detail={"state": job.state})
+    report = json.loads(b"".join(get_storage().iter_bytes(report_artifact.storage_key)))
+    return {"job_id": job_id, **report}
+
+
+@router.get(
+    "/{job_id}/report",
+    response_model=Report,
+    response_class=JSONResponse,
+    responses={**ERRORS, 200: {"content": {"text/html": {}}, "description": "JSON, or with ?format=html a self-contained page"}},
+)
+def get_report(
+    job_id: str, session: SessionDep, tenant: CurrentTenant, format: Literal["json", "html"] = "json"
+) -> Any:
+    report = load_report(session, tenant.id, job_id)
+    if format == "html":
+        from core.reports.html import render_report_html
+
+        return HTMLResponse(render_report_html(report, title=f"Shrink report: {job_id}"))
+    return JSONResponse(report)
+
+
+@router.get(
+    "/{job_id}/events",
+    responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events: state, progress, log"}, **ERRORS},
+)
+async def stream_events(
+    job_id: str,
+    tenant: CurrentTenant,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    def _check() -> None:
+        session = new_session()
+        try:
+            service.get_job(session, tenant.id, job_id)
+        finally:
+            session.close()
+
+    await run_in_threadpool(_check)
+    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    return StreamingResponse(
+        _event_stream(job_id, start),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _event_stream(job_id: str, after: int) -> AsyncIterator[str]:
+    idle = 0.0
+    while True:
+        def _poll(after_id: int = after) -> tuple[list[Any], str]:
+            session = new_session()
+            try:
+                rows = job_events.events_after(session, job_id, after_id)
+                job = session.get(service.Job, job_id)
+                if job is None:
+                    raise NotFound(f"no job {job_id}")
+                return [(e.id, e.type, e.data, e.created_at) for e in rows], job.state
+            finally:
+                session.close()
+
+        rows, state = await run_in_threadpool(_poll)
+        for event_id, type_, data, created_at in rows:
+            after = event_id
+            payload = json.dumps({**data, "at": created_at.isoformat()})
+            yield f"id: {event_id}\nevent: {type_}\ndata: {payload}\n\n"
+        if state in service.TERMINAL and not rows:
+            yield "event: end\ndata: {}\n\n"
+            return
+        if rows:
+            idle = 0.0
+        else:
+            idle += 0.5
+            if idle >= 15:
+                idle = 0.0
+                yield ": keep-alive\n\n"
+        await asyncio.sleep(0.5)

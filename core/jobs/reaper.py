@@ -1,0 +1,46 @@
+"""The reaper: requeues jobs whose lease expired (their worker died). Runs inside every worker
+(a thread) and can run alone (``shrink reaper``)."""
+
+from __future__ import annotations
+
+import threading
+
+from core.db import new_session
+from core.jobs import service
+from core.logging import get_logger
+from core.queue import enqueue_job
+from core.settings import get_settings
+
+log = get_logger(__name__)
+
+
+def sweep() -> list[str]:
+    session = new_session()
+    try:
+        requeued = service.requeue_expired(session)
+    finally:
+        session.close()
+    for job_id, queue in requeued:
+        enqueue_job(job_id, queue)
+        log.info("job.requeued", job_id=job_id, queue=queue)
+    return [job_id for job_id, _ in requeued]
+
+
+def run_forever(stop: threading.Event | None = None) -> None:
+    interval = get_settings().reaper_interval_seconds
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        try:
+            sweep()
+        except Exception as exc:  # noqa: BLE001 - the reaper must outlive a database hiccup
+            log.warning("reaper.sweep_failed", error=str(exc))
+        stop.wait(interval)
+
+
+def start_thread() -> threading.Event:
+    stop = threading.Event()
+    threading.Thread(target=run_forever, args=(stop,), name="shrink-reaper", daemon=True).start()
+    return stop
+
+
+

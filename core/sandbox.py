@@ -1,0 +1,181 @@
+"""Run the engine in a child process with limits (DESIGN.md section 7).
+
+The child gets: memory (address space), CPU-time and file-size limits; an environment with no
+credentials (no database URL, no S3 keys: only what Python and the libraries need, offline);
+its own work folder as HOME and TMPDIR; its own process group, so cancel and timeout kill all of
+it; and a parent-death signal, so it dies with a SIGKILLed worker.
+
+Progress arrives as JSON lines on a dedicated pipe (stdout carries whatever libraries print); the
+result is the last marked line of stdout (engine/cli.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.settings import Settings, get_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULT_MARKER = "@@shrink-result@@"  # engine/cli.py writes the same marker
+# Variables passed through to the child; everything else (credentials included) is dropped.
+PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
+
+
+@dataclass
+class SandboxResult:
+    ok: bool
+    result: Any = None
+    error: dict[str, Any] | None = None
+    returncode: int | None = None
+    canceled: bool = False
+    timed_out: bool = False
+    log_tail: str = ""
+
+
+def child_environment(work_dir: Path, settings: Settings) -> dict[str, str]:
+    env = {k: os.environ[k] for k in PASSTHROUGH if k in os.environ}
+    tmp = work_dir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    env.update(
+        {
+            "HOME": str(work_dir),
+            "TMPDIR": str(tmp),
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_HOME": str(work_dir / "hf"),
+            "TORCHAO_FORCE_SKIP_LOADING_SO_FILES": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
+    if settings.sandbox_threads:
+        env["OMP_NUM_THREADS"] = str(settings.sandbox_threads)
+        env["SHRINK_ENGINE_THREADS"] = str(settings.sandbox_threads)
+    return env
+
+
+def run_engine(
+    args: list[str],
+    *,
+    work_dir: Path,
+    timeout: float,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    cancel_grace_seconds: float = 10.0,
+    settings: Settings | None = None,
+) -> SandboxResult:
+    settings = settings or get_settings()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log_path = work_dir / "engine.log"
+    read_fd, write_fd = os.pipe()
+    env = child_environment(work_dir, settings)
+    env["SHRINK_EVENTS_FD"] = str(write_fd)
+    argv = [
+        sys.executable,
+        "-m",
+        "core.sandbox_child",
+        str(settings.sandbox_memory_bytes),
+        str(settings.sandbox_cpu_seconds),
+        str(settings.sandbox_file_bytes),
+        "--",
+        *args,
+    ]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            argv,
+            cwd=work_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=(write_fd,),
+            start_new_session=True,
+            close_fds=True,
+        )
+    os.close(write_fd)
+    reader = threading.Thread(target=_read_events, args=(read_fd, on_event), daemon=True)
+    reader.start()
+
+    deadline = time.monotonic() + timeout
+    canceled = timed_out = False
+    cancel_sent_at: float | None = None
+    while proc.poll() is None:
+        time.sleep(0.2)
+        now = time.monotonic()
+        if not canceled and should_cancel is not None and should_cancel():
+            canceled = True
+            cancel_sent_at = now
+            (work_dir / "CANCEL").touch()  # cooperative: the engine stops between passes
+        if canceled and cancel_sent_at is not None and now - cancel_sent_at > cancel_grace_seconds:
+            _kill_group(proc)  # forceful: within a pass
+        if now > deadline:
+            timed_out = True
+            _kill_group(proc)
+    proc.wait()
+    reader.join(timeout=5)
+
+    text = log_path.read_text(errors="replace")
+    tail = text[-4000:]
+    payload = None
+    for line in reversed(text.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            try:
+                payload = json.loads(line[len(RESULT_MARKER) :])
+            except ValueError:
+                payload = None
+            break
+    if canceled:
+        return SandboxResult(ok=False, canceled=True, returncode=proc.returncode, log_tail=tail,
+                             error={"code": "canceled", "message": "the job was canceled"})
+    if timed_out:
+        return SandboxResult(ok=False, timed_out=True, returncode=proc.returncode, log_tail=tail,
+                             error={"code": "time_limit_exceeded", "message": f"the engine ran past {timeout:.0f}s"})
+    if payload is None:
+        reason = _describe_exit(proc.returncode)
+        return SandboxResult(ok=False, returncode=proc.returncode, log_tail=tail,
+                             error={"code": "engine_crashed", "message": f"the engine process died ({reason})",
+                                    "detail": {"returncode": proc.returncode}})
+    if payload.get("ok"):
+        return SandboxResult(ok=True, result=payload.get("result"), returncode=proc.returncode, log_tail=tail)
+    return SandboxResult(ok=False, error=payload.get("error"), returncode=proc.returncode, log_tail=tail)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        sig = signal.Signals(-code).name
+        hint = {"SIGKILL": "killed: memory limit or out of memory?", "SIGXCPU": "CPU-time limit", "SIGXFSZ": "file-size limit"}
+        return f"{sig}, {hint.get(sig, 'signal')}"
+    return f"exit code {code}"
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _read_events(fd: int, on_event: Callable[[dict[str, Any]], None] | None) -> None:
+    with os.fdopen(fd, "r", errors="replace") as stream:
+        for line in stream:
+            if on_event is None:
+                continue
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            try:
+                on_event(message)
+            except Exception:  # noqa: BLE001 - a failing progress sink must not kill the job
+                pass

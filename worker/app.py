@@ -1,0 +1,36 @@
+"""The Celery app of the workers: ``celery -A worker.app:celery_app worker -Q cpu`` (or
+``shrink worker``). Configuration is shared with the API's client side (core/queue.py)."""
+
+from __future__ import annotations
+
+from celery.signals import worker_ready, worker_shutting_down
+
+from core.logging import configure_logging
+from core.queue import RUN_JOB_TASK, make_celery
+from core.settings import get_settings
+
+settings = get_settings()
+configure_logging(settings.log_level, json=settings.log_json)
+celery_app = make_celery(settings)
+_reaper_stop = None
+
+
+@celery_app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_job(job_id: str) -> str:
+    from worker.runner import execute
+
+    return execute(job_id)
+
+
+@worker_ready.connect
+def _start_reaper(**_: object) -> None:
+    global _reaper_stop
+    from core.jobs.reaper import start_thread
+
+    _reaper_stop = start_thread()
+
+
+@worker_shutting_down.connect
+def _stop_reaper(**_: object) -> None:
+    if _reaper_stop is not None:
+        _reaper_stop.set()

@@ -1,0 +1,216 @@
+"""One job on this worker: claim the lease, fetch the inputs, run the engine in the sandbox,
+store the outputs, record the result. Thin by design: decisions live in core.jobs.service, the
+work in the engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from core import storage as storage_mod
+from core.db import new_session
+from core.jobs import service
+from core.logging import get_logger
+from core.models import Job, StoredDataset, StoredModel
+from core.sandbox import run_engine
+from core.settings import get_settings
+from core.storage import sha256_file
+
+log = get_logger(__name__)
+WORKER_ID = get_settings().worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+PROGRESS_MIN_INTERVAL = 0.5
+
+
+class Lease:
+    """Renews the job's lease in the background and notices cancel requests and a lost lease."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        self.lost = threading.Event()
+        self.cancel = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
+
+    def __enter__(self) -> Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        interval = max(0.5, get_settings().lease_seconds / 4)
+        while not self._stop.wait(interval):
+            session = new_session()
+            try:
+                held, cancel = service.heartbeat(session, self.job_id, WORKER_ID)
+                if not held:
+                    self.lost.set()
+                if cancel:
+                    self.cancel.set()
+            except Exception as exc:  # noqa: BLE001 - keep trying; the lease has slack
+                log.warning("job.heartbeat_failed", job_id=self.job_id, error=str(exc))
+            finally:
+                session.close()
+
+
+class ProgressSink:
+    """Engine messages -> job progress and events, throttled so a chatty pass cannot flood SQL."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        self._last = 0.0
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        session = new_session()
+        try:
+            if message.get("type") == "progress":
+                now = time.monotonic()
+                final = message.get("fraction", 0) in (0.0, 1.0)
+                if not final and now - self._last < PROGRESS_MIN_INTERVAL:
+                    return
+                self._last = now
+                service.record_progress(session, self.job_id, WORKER_ID, str(message.get("stage", "")),
+                                        float(message.get("fraction", 0.0)), str(message.get("message", "")))
+            elif message.get("type") == "event":
+                service.record_log(session, self.job_id, {k: v for k, v in message.items() if k != "type"})
+        finally:
+            session.close()
+
+
+def _fetch_inputs(job: Job, inputs: Path) -> dict[str, Any]:
+    storage = storage_mod.get_storage()
+    session = new_session()
+    try:
+        model = session.get(StoredModel, job.model_id)
+        reference = session.get(StoredModel, job.reference_model_id) if job.reference_model_id else None
+        dataset = session.get(StoredDataset, job.dataset_id) if job.dataset_id else None
+    finally:
+        session.close()
+    assert model is not None
+    out: dict[str, Any] = {
+        "model_path": storage.get_file(model.storage_key, inputs / "model", sha256=model.sha256),
+        "model_sha256": model.sha256,
+    }
+    if reference is not None:
+        out["reference_model_path"] = storage.get_file(reference.storage_key, inputs / "reference", sha256=reference.sha256)
+    if dataset is not None:
+        out["dataset_path"] = storage.get_file(dataset.storage_key, inputs / "dataset", sha256=dataset.sha256)
+    return out
+
+
+def _store_outputs(tenant_id: str, job_id: str, out_dir: Path, produced: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    storage = storage_mod.get_storage()
+    stored = []
+    for item in produced:
+        path = out_dir / item["path"]
+        digest = sha256_file(path)
+        key = storage_mod.artifact_key(tenant_id, job_id, item["path"])
+        storage.put_file(key, path, sha256=digest)
+        stored.append({**item, "filename": item["path"], "size_bytes": path.stat().st_size, "sha256": digest, "storage_key": key})
+    return stored
+
+
+def execute(job_id: str) -> str:
+    settings = get_settings()
+    session = new_session()
+    try:
+        claim = service.claim(session, job_id, WORKER_ID)
+        job = session.get(Job, job_id) if claim else None
+    finally:
+        session.close()
+    if claim is None or job is None:
+        log.info("job.skipped", job_id=job_id, worker_id=WORKER_ID)
+        return "skipped"
+
+    job_root = settings.resolved_work_dir / job_id
+    attempt_dir = job_root / f"attempt-{claim.attempt}"
+    checkpoints = job_root / "checkpoints"  # kept across attempts on this machine: training resumes
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    outcome = "failed"
+    with Lease(job_id) as lease:
+        try:
+            inputs = _fetch_inputs(job, attempt_dir / "inputs")
+            spec = job.spec
+            request = {
+                "job_id": job_id,
+                "kind": job.kind,
+                "recipe": spec.get("recipe", []),
+                "benchmark": spec.get("benchmark", {}),
+                "seed": spec.get("seed", 0),
+                # Deterministic, so a second delivery produces the same ids (one set of results).
+                "candidate_id": f"cand_{job_id.removeprefix('job_')}_1",
+                "work_dir": str(attempt_dir / "work"),
+                "out_dir": str(attempt_dir / "out"),
+                "checkpoint_dir": str(checkpoints),
+                **{k: str(v) for k, v in inputs.items()},
+            }
+            request_path = attempt_dir / "request.json"
+            request_path.write_text(json.dumps(request))
+            result = run_engine(
+                ["run-job", str(request_path)],
+                work_dir=attempt_dir,
+                timeout=settings.job_soft_time_limit_seconds,
+                on_event=ProgressSink(job_id),
+                should_cancel=lambda: lease.cancel.is_set() or lease.lost.is_set(),
+            )
+            session = new_session()
+            try:
+                if lease.lost.is_set():
+                    log.warning("job.lease_lost", job_id=job_id, worker_id=WORKER_ID)
+                    outcome = "lease_lost"
+                elif result.canceled:
+                    service.mark_canceled(session, job_id, WORKER_ID)
+                    outcome = "canceled"
+                elif result.ok:
+                    stored = _store_outputs(claim.tenant_id, job_id, attempt_dir / "out", result.result["artifacts"])
+                    best = result.result.get("best_candidate_id")
+                    ok = service.finish(
+                        session, job_id, WORKER_ID, tenant_id=claim.tenant_id,
+                        result={"best_candidate_id": best, "candidates": [c["id"] for c in result.result["candidates"]]},
+                        candidates=result.result["candidates"], artifacts=stored,
+                    )
+                    outcome = "succeeded" if ok else "lease_lost"
+                else:
+                    error = dict(result.error or {})
+                    if not error.get("user_error", True) or error.get("code") in ("engine_crashed", "engine_internal"):
+                        error.setdefault("detail", {})
+                        error["detail"] = {**(error.get("detail") or {}), "log_tail": result.log_tail[-2000:]}
+                    service.fail(session, job_id, WORKER_ID, error)
+                    outcome = "failed"
+            finally:
+                session.close()
+        except Exception as exc:
+            log.exception("job.worker_error", job_id=job_id)
+            session = new_session()
+            try:
+                service.fail(session, job_id, WORKER_ID, {"code": "worker_error", "message": f"{type(exc).__name__}: {exc}"})
+            finally:
+                session.close()
+    if outcome != "lease_lost":
+        shutil.rmtree(job_root, ignore_errors=True)
+        _notify(job_id)
+    return outcome
+
+
+def _notify(job_id: str) -> None:
+    session = new_session()
+    try:
+        job = session.get(Job, job_id)
+        if job is None or not job.webhook_url:
+            return
+        payload = {"id": job.id, "state": job.state, "result": job.result, "error": job.error}
+        url = job.webhook_url
+    finally:
+        session.close()
+    from core.webhooks import send
+
+    send(url, payload)
