@@ -122,6 +122,18 @@ def container_env(documents: list[dict[str, Any]], container: dict[str, Any]) ->
     return env
 
 
+def load_kustomization() -> dict[str, Any]:
+    return yaml.safe_load((K8S / "kustomization.yaml").read_text())
+
+
+FILLED_SECRET_KEY = {"SHRINK_SECRET_KEY": "s" * 48}
+
+
+def settings_of(documents: list[dict[str, Any]], container: dict[str, Any]) -> Settings:
+    """The container's settings once the operator has replaced the placeholder secret key."""
+    return settings_from(container_env(documents, container) | FILLED_SECRET_KEY)
+
+
 def test_every_manifest_parses_with_api_version_kind_and_name(
     documents: list[dict[str, Any]],
 ) -> None:
@@ -133,20 +145,20 @@ def test_every_manifest_parses_with_api_version_kind_and_name(
 
 
 def test_kustomization_lists_every_manifest_in_the_folder() -> None:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    kustomization = load_kustomization()
     listed = kustomization["resources"]
     assert len(listed) == len(set(listed))
     assert set(listed) == {path.name for path in manifest_files()}
 
 
 def test_kustomization_namespace_is_the_one_it_creates(documents: list[dict[str, Any]]) -> None:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    kustomization = load_kustomization()
     namespaces = find(documents, "Namespace")
     assert [ns["metadata"]["name"] for ns in namespaces] == [kustomization["namespace"]]
 
 
 def test_every_container_image_is_set_by_the_kustomization(documents: list[dict[str, Any]]) -> None:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    kustomization = load_kustomization()
     images = {image["name"] for image in kustomization["images"]}
     for owner in pod_owners(documents):
         for container in containers(owner):
@@ -221,9 +233,7 @@ def test_container_environment_is_accepted_by_settings_once_the_secret_is_filled
     documents: list[dict[str, Any]], workload: str
 ) -> None:
     owner = [doc for doc in pod_owners(documents) if doc["metadata"]["name"] == workload][0]
-    env = container_env(documents, pod_spec(owner)["containers"][0])
-    env["SHRINK_SECRET_KEY"] = "s" * 48
-    settings = settings_from(env)
+    settings = settings_of(documents, pod_spec(owner)["containers"][0])
     assert settings.env == "production"
     assert settings.storage_backend == "s3"
     assert settings.database_url.startswith("postgresql+psycopg://")
@@ -286,8 +296,7 @@ def test_read_only_pods_have_writable_data_work_and_tmp_folders(
     for owner in pod_owners(documents):
         volumes = {volume["name"]: volume for volume in pod_spec(owner).get("volumes", [])}
         for container in containers(owner):
-            env = container_env(documents, container)
-            settings = settings_from(env | {"SHRINK_SECRET_KEY": "s" * 48})
+            settings = settings_of(documents, container)
             mounts = {}
             for mount in container.get("volumeMounts", []):
                 assert "emptyDir" in volumes[mount["name"]], mount
@@ -316,7 +325,7 @@ def test_worker_memory_limit_leaves_room_above_the_sandbox(
 ) -> None:
     # The sandbox must fail a greedy job itself, before the kernel kills the whole worker.
     container = pod_spec(one(documents, "Deployment", workload))["containers"][0]
-    settings = settings_from(container_env(documents, container) | {"SHRINK_SECRET_KEY": "s" * 48})
+    settings = settings_of(documents, container)
     limit = quantity_bytes(container["resources"]["limits"]["memory"])
     assert settings.sandbox_memory_bytes + 2 * 2**30 <= limit
 
@@ -326,10 +335,7 @@ def test_workers_may_finish_the_longest_job_before_they_are_killed(
     documents: list[dict[str, Any]], workload: str
 ) -> None:
     worker = one(documents, "Deployment", workload)
-    settings = settings_from(
-        container_env(documents, pod_spec(worker)["containers"][0])
-        | {"SHRINK_SECRET_KEY": "s" * 48}
-    )
+    settings = settings_of(documents, pod_spec(worker)["containers"][0])
     assert settings.job_soft_time_limit_seconds < settings.job_time_limit_seconds
     assert pod_spec(worker)["terminationGracePeriodSeconds"] > settings.job_time_limit_seconds
 
@@ -346,7 +352,7 @@ def test_gpu_worker_asks_for_a_gpu_and_lands_on_gpu_nodes(documents: list[dict[s
     cpu_spec = pod_spec(one(documents, "Deployment", "shrink-worker-cpu"))
     assert "nvidia.com/gpu" not in str(cpu_spec["containers"][0]["resources"])
     # Distinct image names, not tags: an overlay setting `shrink` must not retag the GPU worker.
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    kustomization = load_kustomization()
     images = {image["name"]: image for image in kustomization["images"]}
     gpu_image, cpu_image = spec["containers"][0]["image"], cpu_spec["containers"][0]["image"]
     assert gpu_image != cpu_image
