@@ -31,7 +31,7 @@ TEXT_COLOR = "#374151"
 # plot by plot.
 SCATTER_TINT = "#f3f7fd"
 DISTRIBUTION_TINT = "#f8f4fc"
-SENSITIVITY_TINT = "#f2fbf6"
+SENSITIVITY_TINT = "#f7f8ec"
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
@@ -251,7 +251,7 @@ def _text(x: float, y: float, s: str, *, size: int = 11, anchor: str = "start", 
 
 def _svg_open(width: int, height: int, label: str) -> str:
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         f'role="img" aria-label="{esc(label)}" font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif">'
     )
 
@@ -392,7 +392,8 @@ def distribution_svg(report: dict[str, Any], batch_size: str) -> str:
             parts.append(f'<rect x="{sx(ci[0]):.1f}" y="{box_y - 3:.1f}" width="{max(2.0, sx(ci[1]) - sx(ci[0])):.1f}" height="18" fill="none" stroke="#111827" stroke-width="1"/>')
         if p50:
             parts.append(f'<line x1="{sx(p50):.1f}" y1="{box_y - 4:.1f}" x2="{sx(p50):.1f}" y2="{box_y + 16:.1f}" stroke="#111827" stroke-width="2"/>')
-            parts.append(_text(sx(p50), y0 + 12, f"p50 {fmt_ms(p50)} ms", anchor="middle", size=10))
+            label_x = sx(max(v for v in (p50, p75, _num(ci[1]) if len(ci) == 2 else None) if v)) + 8
+            parts.append(_text(label_x, box_y + 10, f"{fmt_ms(p50)} ms", size=10, extra=' font-weight="600"'))
         if p99:
             x99 = sx(min(p99, hi))
             parts.append(f'<path d="M{x99:.1f},{box_y + 1:.1f}l5,5l-5,5l-5,-5z" fill="{e.color}"/>')

@@ -1,0 +1,283 @@
+"""The HTML report page: self-contained, escaped, light to import, and its plots really render
+(headless Chromium screenshot, checked pixel by pixel)."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from core.reports import html as report_html
+from core.reports import render_report_html
+
+ROOT = Path(__file__).resolve().parents[2]
+QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
+
+
+def _latency(samples: list[float]) -> dict[str, Any]:
+    arr = np.asarray(samples)
+    p50 = float(np.percentile(arr, 50))
+    return {
+        "p50": p50,
+        "p90": float(np.percentile(arr, 90)),
+        "p99": float(np.percentile(arr, 99)),
+        "mean": float(arr.mean()),
+        "p50_ci95": [p50 * 0.985, p50 * 1.015],
+        "runs": len(samples),
+        "quantiles": {f"p{q}": float(np.percentile(arr, q)) for q in QUANTILES},
+    }
+
+
+def realistic_report() -> dict[str, Any]:
+    """The shape engine.bench.report writes: a baseline, three candidates (faster and good, slower,
+    outside the quality bound), two batch sizes, a sensitivity section."""
+    rng = random.Random(0)
+    specs = {  # id -> (p50 at batch 1 in ms, accuracy, cosine)
+        "baseline": (18.0, 0.9420, None),
+        "cand_int8": (11.5, 0.9390, 0.9912),
+        "cand_slow": (24.0, 0.9415, 0.9990),
+        "cand_<script>alert(1)</script>": (8.0, 0.8800, 0.9310),
+    }
+    samples: dict[str, dict[str, list[float]]] = {}
+    for mid, (p50, _, _) in specs.items():
+        samples[mid] = {
+            bs: [p50 * scale * rng.lognormvariate(0, 0.06) * (3 if rng.random() < 0.02 else 1) for _ in range(400)]
+            for bs, scale in (("1", 1.0), ("8", 5.5))
+        }
+    metrics: dict[str, dict[str, Any]] = {}
+    for mid, (_, acc, cos) in specs.items():
+        m: dict[str, Any] = {
+            "size_bytes": 90_868_000 if mid == "baseline" else 23_000_000,
+            "compressed_size_bytes": 83_000_000 if mid == "baseline" else 19_500_000,
+            "params": 22_713_216,
+            "nonzero_params": 22_713_216,
+            "macs": 698_351_616,
+            "flops": 1_396_703_232,
+            "latency_ms": {},
+            "throughput_per_s": {},
+            "quality": {"primary": "accuracy", "accuracy": acc, "accuracy_ci95": [acc - 0.01, acc + 0.01], "rows": 2000},
+            "memory": {"peak_above_idle_bytes": {"1": 120_000_000, "8": 160_000_000}},
+        }
+        if cos is not None:
+            m["fidelity"] = {"cosine_mean": cos, "cosine_min": cos - 0.02, "max_abs_error": 0.31, "rows": 256}
+        for bs in ("1", "8"):
+            m["latency_ms"][bs] = _latency(samples[mid][bs])
+            m["throughput_per_s"][bs] = int(bs) * 1000 / m["latency_ms"][bs]["p50"]
+        metrics[mid] = m
+    for bs in ("1", "8"):
+        pooled = np.concatenate([samples[mid][bs] for mid in specs])
+        lo, hi = np.percentile(pooled, [1, 99])
+        edges = np.geomspace(lo, hi, 41)
+        for mid in specs:
+            counts, _ = np.histogram(np.clip(samples[mid][bs], lo, hi), bins=edges)
+            metrics[mid]["latency_ms"][bs]["histogram"] = {"edges": edges.tolist(), "counts": counts.tolist(), "scale": "log"}
+
+    def candidate(mid: str, flags: dict[str, str]) -> dict[str, Any]:
+        base = metrics["baseline"]
+        m = metrics[mid]
+        speedup = {}
+        for bs in ("1", "8"):
+            value = base["latency_ms"][bs]["p50"] / m["latency_ms"][bs]["p50"]
+            verdict = "faster" if value > 1.05 else "slower" if value < 0.95 else "no_significant_difference"
+            speedup[bs] = {"value": value, "ci95": [value * 0.97, value * 1.03], "verdict": verdict}
+        drop = base["quality"]["accuracy"] - m["quality"]["accuracy"]
+        return {
+            "id": mid,
+            "recipe": [{"op": "quantize", "method": "dynamic", "weight": "int8", "resolved": {"per_channel": True}}],
+            "metrics": m,
+            "ratios": {
+                "speedup": speedup,
+                "size": base["size_bytes"] / m["size_bytes"],
+                "compressed_size": base["compressed_size_bytes"] / m["compressed_size_bytes"],
+                "params": 1.0,
+                "nonzero_params": 1.0,
+                "macs": 1.0,
+                "quality_change": {"metric": "accuracy", "baseline": base["quality"]["accuracy"],
+                                   "candidate": m["quality"]["accuracy"], "delta": -drop, "drop": drop,
+                                   "delta_ci95": [-drop - 0.004, -drop + 0.004], "higher_is_better": True},
+            },
+            "flags": list(flags),
+            "flag_reasons": flags,
+        }
+
+    return {
+        "report_version": 1,
+        "baseline": metrics["baseline"],
+        "candidates": [
+            candidate("cand_int8", {}),
+            candidate("cand_slow", {"slower_than_baseline": "slower than the baseline at batch size 1, 8"}),
+            candidate("cand_<script>alert(1)</script>", {"below_quality_bound": "accuracy worse by 0.062 > 0.01"}),
+        ],
+        "best_candidate_id": "cand_int8",
+        "environment": {"runtime": "onnxruntime", "runtime_version": "1.32.0", "device": "cpu",
+                        "providers": ["CPUExecutionProvider"], "threads": 1, "cpu": "AMD EPYC",
+                        "cpu_flags": ["avx", "avx2", "fma"], "torch": "2.13.0", "onnxruntime": "1.32.0"},
+        "config": {"batch_sizes": [1, 8], "target_ci_half_width": 0.03},
+        "sections": {
+            "sensitivity": {
+                "metric": "cosine",
+                "layers": [
+                    {"name": f"/encoder/layer.{i // 8}/{['q', 'k', 'v', 'o', 'ffn_in', 'ffn_out', 'x', 'y'][i % 8]}/MatMul",
+                     "score": 0.999 - 0.012 * (i % 8 == 5) - 0.001 * rng.random(), "kept_float": i % 8 == 5}
+                    for i in range(48)
+                ],
+            },
+            "prune": {"ratio": 0.5, "note": "<b>not html</b>"},
+        },
+        "measured_at": "2026-11-23T11:00:00Z",
+    }
+
+
+def test_page_is_self_contained_and_escapes_what_users_named() -> None:
+    page = render_report_html(realistic_report(), title="Report for job_<1>")
+    lowered = page.lower()
+    for forbidden in ("<script", "http://", "https://", "src=", "<link", "url(", "@import"):
+        assert forbidden not in lowered, forbidden
+    assert "cand_&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "Report for job_&lt;1&gt;" in page
+    assert "&lt;b&gt;not html&lt;/b&gt;" in page
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    # one plot of latency against quality, one distribution per batch size, one sensitivity plot
+    assert page.count("<svg") == 4
+    assert "Pareto front" in page
+
+
+def test_flagged_and_best_candidates_are_marked() -> None:
+    page = render_report_html(realistic_report(), title="r")
+    rows = page.split("<tr class=")[1:]
+    by_id = {}
+    for row in rows:
+        for cid in ("cand_int8", "cand_slow", "cand_&lt;script"):
+            if f"<b>{cid}" in row:
+                by_id[cid] = row
+    assert by_id["cand_int8"].startswith('"best"') and "badge best" in by_id["cand_int8"]
+    assert by_id["cand_slow"].startswith('"flagged"') and "slower than baseline" in by_id["cand_slow"]
+    assert by_id["cand_&lt;script"].startswith('"flagged"') and "below quality bound" in by_id["cand_&lt;script"]
+    assert 'class="speed bad"' in by_id["cand_slow"] and 'class="speed good"' in by_id["cand_int8"]
+
+
+def test_pareto_front_keeps_only_models_nothing_beats_on_both() -> None:
+    points = [("base", 18.0, 0.942), ("int8", 11.5, 0.939), ("slow", 24.0, 0.9415), ("tiny", 8.0, 0.88)]
+    assert report_html.pareto_front(points) == ["tiny", "int8", "base"]
+    # for a lower-is-better metric (MSE) the direction flips
+    assert report_html.pareto_front([("a", 1.0, 0.5), ("b", 2.0, 0.1), ("c", 3.0, 0.2)], higher_is_better=False) == ["a", "b"]
+
+
+def test_sparse_reports_render_without_errors() -> None:
+    # a benchmark of one model alone: no candidates, no quality, no sections
+    alone = {"baseline": {"size_bytes": 1000, "params": 10, "latency_ms": {"1": {"p50": 1.0, "p90": 1.2, "p99": 2.0, "p50_ci95": [0.9, 1.1]}}},
+             "candidates": [], "best_candidate_id": None, "environment": {}}
+    page = render_report_html(alone, title="alone")
+    assert "no candidate chosen as best" in page and page.count("<svg") == 1
+    assert "<svg" not in render_report_html({"baseline": {}, "candidates": [], "environment": {}}, title="empty")
+
+
+def test_rendering_never_imports_torch_onnx_or_numpy() -> None:
+    code = (
+        "import json, sys; from core.reports import render_report_html; "
+        f"render_report_html(json.loads({json.dumps(json.dumps(realistic_report()))}), title='t'); "
+        "heavy = sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'numpy', 'transformers') if m in sys.modules); "
+        "print(json.dumps(heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+# --- the page in a real browser --------------------------------------------------------------
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert found, "headless Chromium is needed for this test: apt-get install -y chromium"
+    return found
+
+
+def screenshot(page: Path, png: Path, profile: Path, *, height: int) -> None:
+    command = [
+        _chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--hide-scrollbars", f"--user-data-dir={profile}", f"--screenshot={png}",
+        f"--window-size=1280,{height}", page.as_uri(),
+    ]  # fmt: skip
+    subprocess.run(command, capture_output=True, timeout=120, check=False)
+    assert png.is_file() and png.stat().st_size > 10_000, "Chromium wrote no screenshot"
+
+
+def _hex(color: str) -> np.ndarray:
+    return np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.int16)
+
+
+def plot_regions(pixels: np.ndarray, tint: str) -> list[tuple[int, int, int, int]]:
+    """Bounding boxes (top, bottom, left, right) of the areas painted in a plot's own tint;
+    areas further apart than a few rows are separate plots."""
+    mask = (np.abs(pixels - _hex(tint)) <= 2).all(axis=2)
+    rows = np.flatnonzero(mask.sum(axis=1) >= 40)
+    regions = []
+    if not len(rows):
+        return regions
+    start = prev = rows[0]
+    for r in [*rows[1:], rows[-1] + 1000]:
+        if r - prev > 12:
+            cols = np.flatnonzero(mask[start : prev + 1].any(axis=0))
+            regions.append((int(start), int(prev), int(cols.min()), int(cols.max())))
+            start = r
+        prev = r
+    return regions
+
+
+def colored_ink(region: np.ndarray) -> np.ndarray:
+    """Pixels that are clearly coloured (data marks); background, grid, axes and text are grey."""
+    return (region.max(axis=2) - region.min(axis=2)) > 60
+
+
+def near(region: np.ndarray, color: str, tolerance: int = 40) -> int:
+    return int((np.abs(region - _hex(color)) <= tolerance).all(axis=2).sum())
+
+
+def test_page_renders_its_plots_in_headless_chromium(tmp_path: Path) -> None:
+    from PIL import Image
+
+    page = tmp_path / "report.html"
+    page.write_text(render_report_html(realistic_report(), title="Report job_123"))
+    png = tmp_path / "report.png"
+    screenshot(page, png, tmp_path / "profile", height=3400)
+    pixels = np.asarray(Image.open(png).convert("RGB")).astype(np.int16)
+    assert pixels.shape[1] == 1280
+
+    scatter = plot_regions(pixels, report_html.SCATTER_TINT)
+    distributions = plot_regions(pixels, report_html.DISTRIBUTION_TINT)
+    sensitivity = plot_regions(pixels, report_html.SENSITIVITY_TINT)
+    assert len(scatter) == 1, scatter
+    assert len(distributions) == 2, distributions  # batch sizes 1 and 8
+    assert len(sensitivity) == 1, sensitivity
+
+    for top, bottom, left, right in scatter + distributions + sensitivity:
+        assert bottom - top > 80 and right - left > 300, "a plot area is too small to hold a plot"
+        region = pixels[top : bottom + 1, left : right + 1]
+        ink = colored_ink(region)
+        assert ink.sum() > 400, "a plot area shows no data marks"
+    top, bottom, left, right = scatter[0]
+    region = pixels[top : bottom + 1, left : right + 1]
+    assert near(region, report_html.PARETO_COLOR) > 60, "no Pareto front drawn"
+    for color in report_html.CANDIDATE_COLORS[:3]:
+        assert near(region, color, 30) > 30, f"no marker of colour {color}"
+    for top, bottom, left, right in distributions:
+        region = pixels[top : bottom + 1, left : right + 1]
+        assert sum(near(region, c, 30) > 50 for c in report_html.CANDIDATE_COLORS[:3]) == 3, "a model's distribution is missing"
+    top, bottom, left, right = sensitivity[0]
+    region = pixels[top : bottom + 1, left : right + 1]
+    assert near(region, report_html.QUANTIZED_COLOR, 20) > 500
+    assert near(region, report_html.KEPT_FLOAT_COLOR, 20) > 100
+    # the table marks the flagged rows in red: some of the page's pixels are that background
+    assert near(pixels, "#fef2f2", 2) > 2000
+
+
+if __name__ == "__main__":  # pragma: no cover - render the fixture to look at it
+    sys.exit(pytest.main([__file__, "-q"]))
