@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,7 +12,7 @@ class BenchmarkConfig(BaseModel):
 
     runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
     device: Literal["cpu", "cuda"] = "cpu"
-    batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1, max_length=8)
+    batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [1], min_length=1, max_length=8)
     sequence_length: int = Field(64, ge=1, le=4096, description="for symbolic sequence axes without a dataset")
     warmup_runs: int = Field(10, ge=0, le=1000)
     min_runs: int = Field(20, ge=5, le=100_000)
