@@ -114,9 +114,11 @@ def production_stack(tmp_path: Path, moto_endpoint: str, redis_url: str) -> Iter
 
 
 @pytest.fixture(scope="module")
-def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
-    """One embedded stack for a whole test module (uploads capped at 5 MiB to test 413)."""
+def shared_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+    """One embedded stack for a whole test module; a module may set MAX_UPLOAD_BYTES."""
     tmp = tmp_path_factory.mktemp("stack")
-    env = {**_embedded_env(tmp), "SHRINK_MAX_UPLOAD_BYTES": str(5 * 1024 * 1024)}
+    env = _embedded_env(tmp)
+    if hasattr(request.module, "MAX_UPLOAD_BYTES"):
+        env["SHRINK_MAX_UPLOAD_BYTES"] = str(request.module.MAX_UPLOAD_BYTES)
     with ServiceStack(env, tmp) as stack:
         yield stack

@@ -17,6 +17,8 @@ from tests import materials
 from tests.e2e.test_whole_road import FAST_BENCH
 from tests.services import ServiceStack
 
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+
 
 @pytest.fixture(scope="module")
 def owner(shared_stack: ServiceStack) -> tuple[httpx.Client, dict[str, str]]:
