@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     storage_path: Path | None = None  # default: data_dir/artifacts
     s3_bucket: str = "shrink-artifacts"
     s3_endpoint_url: str | None = None
+    # Where clients reach the same storage, for presigned download URLs (e.g. http://localhost:9000
+    # when the services talk to http://minio:9000 inside a compose network).
+    s3_public_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None

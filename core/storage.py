@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from core.errors import NotFound, ShrinkError, Unavailable
 from core.settings import Settings, get_settings
@@ -112,19 +112,25 @@ class S3Storage:
         from botocore.config import Config
 
         self.bucket = settings.s3_bucket
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint_url,
-            region_name=settings.s3_region,
-            aws_access_key_id=settings.s3_access_key_id,
-            aws_secret_access_key=settings.s3_secret_access_key,
-            config=Config(
-                retries={"mode": "standard", "max_attempts": 5},
-                s3={"addressing_style": "path"},
-                connect_timeout=10,
-                read_timeout=120,
-            ),
-        )
+
+        def client(endpoint: str | None) -> Any:
+            return boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name=settings.s3_region,
+                aws_access_key_id=settings.s3_access_key_id,
+                aws_secret_access_key=settings.s3_secret_access_key,
+                config=Config(
+                    retries={"mode": "standard", "max_attempts": 5},
+                    s3={"addressing_style": "path"},
+                    connect_timeout=10,
+                    read_timeout=120,
+                ),
+            )
+
+        self.client = client(settings.s3_endpoint_url)
+        # Presigning is local computation; a URL signed for the public host is valid there.
+        self.presigner = client(settings.s3_public_endpoint_url) if settings.s3_public_endpoint_url else self.client
         self.transfer = TransferConfig(
             multipart_threshold=settings.s3_multipart_threshold_bytes,
             multipart_chunksize=max(8 * 1024**2, settings.s3_multipart_threshold_bytes // 4),
@@ -167,7 +173,7 @@ class S3Storage:
         yield from body.iter_chunks(CHUNK)
 
     def presigned_url(self, key: str, *, filename: str) -> str | None:
-        return self.client.generate_presigned_url(
+        return self.presigner.generate_presigned_url(
             "get_object",
             Params={
                 "Bucket": self.bucket,

@@ -81,3 +81,10 @@ def test_local_keys_cannot_escape_the_root(tmp_path: Path) -> None:
     store = LocalStorage(tmp_path / "store")
     with pytest.raises(ValueError):
         store.exists("../../etc/passwd")
+
+
+def test_presigned_urls_name_the_public_endpoint_when_set(moto_endpoint: str) -> None:
+    settings = Settings(storage_backend="s3", s3_endpoint_url=moto_endpoint, s3_public_endpoint_url="https://files.example.com",
+                        s3_bucket="b", s3_access_key_id="testing", s3_secret_access_key="testing")
+    url = S3Storage(settings).presigned_url("tenants/t/a", filename="a")
+    assert url is not None and url.startswith("https://files.example.com/b/tenants/t/a?")
