@@ -112,6 +112,11 @@ def load_model(folder: Path, *, task_head: bool = False) -> Any:
     arch = (config.architectures or [None])[0]
     cls = getattr(transformers, arch, None) if (task_head and arch) else None
     cls = cls or transformers.AutoModel
+    if getattr(config, "shrink_attention_heads", None):
+        # Written by prune.structured: transformers 5 cannot express removed heads (engine.pruning.hf_heads).
+        from engine.pruning import hf_heads
+
+        return hf_heads.load_pruned(cls, folder, config)
     model = cls.from_pretrained(
         str(folder), trust_remote_code=False, local_files_only=True, use_safetensors=True
     )

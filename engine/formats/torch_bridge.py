@@ -93,9 +93,8 @@ def unsupported_operators(model: Any) -> list[str]:
     return sorted(missing)
 
 
-def onnx_to_torch(path: Path) -> Any:
-    """Convert an ONNX file to a ``torch.fx.GraphModule`` (float parameters, eval mode)."""
-    model = onnx_model.load_proto(path)
+def require_convertible(model: Any) -> None:
+    """Refuse, naming the operators, a graph onnx2torch cannot convert (a pass's early check)."""
     missing = unsupported_operators(model)
     if missing:
         raise ConversionUnsupported(
@@ -103,6 +102,12 @@ def onnx_to_torch(path: Path) -> Any:
             "ONNX-only passes (quantize, onnx magnitude pruning, onnx low-rank) still apply",
             detail={"unsupported_operators": missing},
         )
+
+
+def onnx_to_torch(path: Path) -> Any:
+    """Convert an ONNX file to a ``torch.fx.GraphModule`` (float parameters, eval mode)."""
+    model = onnx_model.load_proto(path)
+    require_convertible(model)
     onnx2torch = _import_onnx2torch()
     try:
         module = onnx2torch.convert(model)
@@ -122,6 +127,9 @@ def buffers_to_parameters(module: Any) -> Any:
 
     for sub in module.modules():
         for name, buf in list(sub.named_buffers(recurse=False)):
+            # ``*_mask`` buffers are torch.nn.utils.prune masks: they must stay fixed while training.
+            if name.endswith("_mask"):
+                continue
             if buf is not None and buf.is_floating_point() and buf.dim() >= 2:
                 delattr(sub, name)
                 sub.register_parameter(name, torch.nn.Parameter(buf.detach().clone()))

@@ -16,10 +16,14 @@ from engine.registry import build_step
 from tests import materials
 
 
-def run_step(step: dict[str, Any], model: ModelFile, work: Path, dataset: Dataset | None = None) -> tuple[ModelFile, PassContext]:
+def run_step(
+    step: dict[str, Any], model: ModelFile, work: Path, dataset: Dataset | None = None
+) -> tuple[ModelFile, PassContext]:
     """Build, check and run one step (as engine.pipeline does) with a fresh context."""
     work.mkdir(parents=True, exist_ok=True)
-    ctx = PassContext(work_dir=work, original=model, dataset=dataset, checkpoint_dir=work / "checkpoints")
+    ctx = PassContext(
+        work_dir=work, original=model, dataset=dataset, checkpoint_dir=work / "checkpoints"
+    )
     configured = build_step(step)
     configured.check(model, ctx)
     return configured.run(model, ctx), ctx

@@ -32,15 +32,26 @@ def _weights(path: Path) -> dict[str, np.ndarray]:
     return {k: v for k, v in initializer_arrays(path).items() if v.ndim >= 2}
 
 
-def test_global_gradual_90_percent_keeps_accuracy_and_compresses_5x(cnn: ModelFile, tmp_path: Path) -> None:
-    step = {"op": "prune", "method": "magnitude", "sparsity": 0.9, "scope": "global", "steps": 3, "finetune_epochs": 1}
+def test_global_gradual_90_percent_keeps_accuracy_and_compresses_5x(
+    cnn: ModelFile, tmp_path: Path
+) -> None:
+    step = {
+        "op": "prune",
+        "method": "magnitude",
+        "sparsity": 0.9,
+        "scope": "global",
+        "steps": 3,
+        "finetune_epochs": 1,
+    }
     out, ctx = run_step(step, cnn, tmp_path, digits_train_dataset())
 
     report = ctx.report_sections["prune"]
     weights = _weights(out.path)
     zeros = sum(int((w == 0).sum()) for w in weights.values())
     assert zeros / sum(w.size for w in weights.values()) == pytest.approx(0.9, abs=0.005)
-    assert [r["target_sparsity"] for r in report["rounds"]] == sorted(r["target_sparsity"] for r in report["rounds"])
+    assert [r["target_sparsity"] for r in report["rounds"]] == sorted(
+        r["target_sparsity"] for r in report["rounds"]
+    )
     assert report["finetuned"] and len(report["rounds"]) == 3
     assert onnx_test_accuracy(out.path) >= onnx_test_accuracy(cnn.path) - 0.01
     original, pruned = size_on_disk(cnn), size_on_disk(out)
@@ -49,15 +60,21 @@ def test_global_gradual_90_percent_keeps_accuracy_and_compresses_5x(cnn: ModelFi
     assert report["nonzero_params"] < 0.15 * report["params"]
 
 
-def test_local_scope_gives_every_layer_the_same_sparsity_without_data(cnn: ModelFile, tmp_path: Path) -> None:
-    out, ctx = run_step({"op": "prune", "method": "magnitude", "sparsity": 0.6, "scope": "local"}, cnn, tmp_path)
+def test_local_scope_gives_every_layer_the_same_sparsity_without_data(
+    cnn: ModelFile, tmp_path: Path
+) -> None:
+    out, ctx = run_step(
+        {"op": "prune", "method": "magnitude", "sparsity": 0.6, "scope": "local"}, cnn, tmp_path
+    )
 
     for name, weight in _weights(out.path).items():
         assert (weight == 0).mean() == pytest.approx(0.6, abs=0.01), name
     assert ctx.report_sections["prune"]["finetuned"] is False
 
 
-def test_two_four_pattern_keeps_two_of_every_four_input_weights(cnn: ModelFile, tmp_path: Path) -> None:
+def test_two_four_pattern_keeps_two_of_every_four_input_weights(
+    cnn: ModelFile, tmp_path: Path
+) -> None:
     out, ctx = run_step({"op": "prune", "method": "magnitude", "pattern": "2:4"}, cnn, tmp_path)
 
     checked = 0
@@ -76,7 +93,9 @@ def test_two_four_pattern_refuses_another_sparsity() -> None:
         build_step({"op": "prune", "method": "magnitude", "pattern": "2:4", "sparsity": 0.7})
 
 
-def test_quality_bound_stops_early_and_returns_the_last_good_model(cnn: ModelFile, tmp_path: Path) -> None:
+def test_quality_bound_stops_early_and_returns_the_last_good_model(
+    cnn: ModelFile, tmp_path: Path
+) -> None:
     # 99% without fine-tuning cannot hold accuracy: the bound must stop the schedule.
     step = {
         "op": "prune",
@@ -96,6 +115,8 @@ def test_quality_bound_stops_early_and_returns_the_last_good_model(cnn: ModelFil
     assert rejected["metric"] < report["metric_unpruned"] - 0.01
     expected = accepted[-1]["sparsity"] if accepted else 0.0
     weights = _weights(out.path)
-    achieved = sum(int((w == 0).sum()) for w in weights.values()) / sum(w.size for w in weights.values())
+    achieved = sum(int((w == 0).sum()) for w in weights.values()) / sum(
+        w.size for w in weights.values()
+    )
     assert achieved == pytest.approx(expected, abs=0.005)
     assert achieved < 0.99

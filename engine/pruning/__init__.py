@@ -1,0 +1,10 @@
+"""Pruning mechanics shared by the ``prune.*`` passes (engine/passes/prune_*.py).
+
+- ``schedule``: the gradual sparsity schedule (Zhu & Gupta) and per-round targets.
+- ``magnitude``: unstructured and N:M masks on PyTorch modules (torch.nn.utils.prune).
+- ``structured``: channels, neurons and attention heads removed with torch-pruning.
+- ``hf_heads``: head-pruned BERT-style checkpoints, which transformers 5 cannot express alone.
+- ``onnx_initializers``: magnitude pruning straight on ONNX weights, no conversion.
+- ``measure``: MACs (torch's FlopCounterMode) and parameter counts of in-memory modules.
+- ``recovery``: rounds of prune -> fine-tune (engine.training.fit) under a quality bound.
+"""

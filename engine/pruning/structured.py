@@ -1,0 +1,224 @@
+"""Structured pruning with torch-pruning: whole filters, channels, neurons and attention heads.
+
+torch-pruning's DependencyGraph finds every layer coupled to a pruned channel (the next layer's
+inputs, norms, residual adds) and removes it everywhere in one call, so the model stays
+consistent in any architecture it can trace and comes out physically smaller.
+
+Two layouts:
+- graphs converted from ONNX (and other plain modules): every conv/linear group is prunable but
+  the layers that produce the model's outputs, whose width is the output's shape;
+- BERT-style transformers (HF): only attention heads (query/key/value rows of whole heads) and
+  FFN neurons (rows of ``intermediate.dense``); the hidden size, which the embeddings, residual
+  stream and layer norms share, stays, so the checkpoint keeps its config (LIBRARY-NOTES.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from engine.errors import DatasetInvalid, PassNotApplicable
+
+if TYPE_CHECKING:
+    from engine.data import Dataset
+    from engine.formats.torch_model import TorchModel
+
+Importance = Literal["l1", "l2", "taylor"]
+
+
+@dataclass
+class TransformerLayout:
+    attention: list[Any]  # modules with query/key/value and num_attention_heads
+    ffn: list[Any]  # the FFN expansion layers (intermediate.dense)
+    keep: list[Any] = field(default_factory=list)  # every other weight layer: never shrunk
+
+
+def transformer_layout(module: Any) -> TransformerLayout:
+    """Attention and FFN modules of a BERT-style encoder, or PassNotApplicable naming the model."""
+    import torch.nn as nn
+
+    attention = [
+        m
+        for m in module.modules()
+        if all(isinstance(getattr(m, n, None), nn.Linear) for n in ("query", "key", "value"))
+        and hasattr(m, "num_attention_heads")
+        and hasattr(m, "attention_head_size")
+    ]
+    ffn = [
+        m.intermediate.dense
+        for m in module.modules()
+        if isinstance(getattr(getattr(m, "intermediate", None), "dense", None), nn.Linear)
+    ]
+    if not attention or len(attention) != len(ffn):
+        raise PassNotApplicable(
+            f"structured pruning of transformers supports BERT-style encoders (attention.self.query/key/value and "
+            f"intermediate.dense, as in BERT, RoBERTa, MiniLM, ELECTRA); {type(module).__name__} has another layout. "
+            "prune.magnitude applies to any architecture",
+            detail={"architecture": type(module).__name__},
+        )
+    pruned = {id(m) for a in attention for m in (a.query, a.key, a.value)} | {id(m) for m in ffn}
+    keep = [
+        m
+        for m in module.modules()
+        if isinstance(m, nn.Linear | nn.Embedding | nn.LayerNorm) and id(m) not in pruned
+    ]
+    return TransformerLayout(attention=attention, ffn=ffn, keep=keep)
+
+
+def output_layers(graph_module: Any) -> list[Any]:
+    """Weight layers whose outputs reach the graph's outputs without passing another weight layer.
+
+    Their output width is the model's output shape (the classes, say), so it must not shrink.
+    """
+    import torch.nn as nn
+
+    weight_types = (nn.Linear, nn.modules.conv._ConvNd)
+    graph = getattr(graph_module, "graph", None)
+    if graph is None:
+        last = [m for m in graph_module.modules() if isinstance(m, weight_types)]
+        return last[-1:]
+    modules = dict(graph_module.named_modules())
+    found: list[Any] = []
+    seen: set[str] = set()
+    stack = [n for n in graph.nodes if n.op == "output"]
+    while stack:
+        node = stack.pop()
+        if node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op == "call_module" and isinstance(modules.get(node.target), weight_types):
+            found.append(modules[node.target])
+            continue
+        stack.extend(n for n in node.all_input_nodes)
+    return found
+
+
+def importance_criterion(kind: Importance) -> Any:
+    import torch_pruning as tp
+
+    if kind == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    return tp.importance.GroupMagnitudeImportance(p=1 if kind == "l1" else 2)
+
+
+def _primary_output(out: Any) -> Any:
+    if isinstance(out, dict) or hasattr(out, "keys"):
+        return out["logits"] if "logits" in out else out["last_hidden_state"]
+    return out[0] if isinstance(out, tuple | list) else out
+
+
+def build_pruner(
+    tm: TorchModel,
+    *,
+    ratio: float,
+    head_ratio: float,
+    importance: Importance,
+    global_pruning: bool,
+    round_to: int | None,
+    iterative_steps: int,
+) -> Any:
+    """A torch-pruning BasePruner whose ``step()`` goes ``1/iterative_steps`` of the way each call."""
+    import torch_pruning as tp
+
+    feeds = tm.example_feeds(batch=2, seq_len=16)
+    device = next(tm.module.parameters()).device
+    feeds = {k: v.to(device) for k, v in feeds.items()}
+    options: dict[str, Any] = {}
+    if tm.kind == "hf":
+        layout = transformer_layout(tm.module)
+        example: Any = {k: v for k, v in feeds.items() if k in tm.input_names}
+        options["ignored_layers"] = layout.keep
+        options["num_heads"] = {
+            layer: int(a.num_attention_heads)
+            for a in layout.attention
+            for layer in (a.query, a.key, a.value)
+        }
+        options["prune_num_heads"] = head_ratio > 0
+        # Heads go whole or not at all: a thinner head would change attention_head_size, which the
+        # config derives from hidden_size / num_attention_heads.
+        options["prune_head_dims"] = False
+        options["head_pruning_ratio"] = head_ratio
+        # ``ratio`` reaches only the FFN groups: every other layer is ignored, and query/key/value
+        # lose whole heads (head_ratio) or nothing. (A ratio of 0 would skip the heads too.)
+        options["output_transform"] = _primary_output
+    else:
+        example = tuple(feeds[n] for n in tm.input_names)
+        options["ignored_layers"] = output_layers(tm.module)
+        options["output_transform"] = _primary_output
+    return tp.pruner.BasePruner(
+        tm.module,
+        example,
+        importance=importance_criterion(importance),
+        pruning_ratio=ratio,
+        global_pruning=global_pruning,
+        iterative_steps=iterative_steps,
+        round_to=round_to,
+        **options,
+    )
+
+
+def sync_attention_config(tm: TorchModel) -> dict[str, Any]:
+    """After torch-pruning, make the HF modules and config describe the smaller shapes.
+
+    torch-pruning changes the Linear layers only; BERT's attention reshapes with
+    ``num_attention_heads`` / ``all_head_size``, and the config must say the new FFN width and
+    head counts, or a reload builds the old shapes (LIBRARY-NOTES.md).
+    """
+    from engine.pruning import hf_heads
+
+    layout = transformer_layout(tm.module)
+    heads: list[int] = []
+    for attention in layout.attention:
+        attention.all_head_size = attention.query.out_features
+        attention.num_attention_heads = attention.all_head_size // attention.attention_head_size
+        heads.append(attention.num_attention_heads)
+    widths = sorted({layer.out_features for layer in layout.ffn})
+    if len(widths) != 1:
+        raise PassNotApplicable(
+            "the FFN layers came out with different widths, which a transformers config cannot state; "
+            "use global_pruning false for transformers",
+            detail={"ffn_widths": widths},
+        )
+    config = tm.module.config
+    config.intermediate_size = widths[0]
+    hf_heads.record_heads(config, heads)
+    return {"attention_heads": heads, "intermediate_size": widths[0]}
+
+
+def accumulate_taylor_gradients(
+    tm: TorchModel,
+    batches: Callable[[], Iterator[tuple[dict[str, Any], Any]]],
+    *,
+    max_batches: int = 8,
+) -> None:
+    """First-order Taylor importance needs dL/dw on the job's data: sum it over a few batches."""
+    import torch.nn.functional as F
+
+    tm.module.zero_grad(set_to_none=True)
+    tm.module.eval()  # importance of the deployed (eval-mode) network
+    for index, (feeds, labels) in enumerate(batches()):
+        if index >= max_batches:
+            break
+        logits = tm.forward(feeds)
+        if logits.dim() != 2:
+            raise DatasetInvalid(
+                "importance 'taylor' needs a model that outputs class logits; this one outputs "
+                f"a {logits.dim()}-D tensor (embeddings): use importance 'l2' or 'l1'"
+            )
+        F.cross_entropy(logits.float(), labels.long()).backward()
+
+
+def taylor_rows(dataset: Dataset | None, validation_fraction: float, seed: int) -> Dataset:
+    """The training rows Taylor importance is computed on; refuses data without class labels."""
+    if (
+        dataset is None
+        or dataset.labels is None
+        or dataset.labels.dtype.kind not in "iub"
+        or dataset.labels.ndim != 1
+    ):
+        raise DatasetInvalid(
+            "importance 'taylor' needs a dataset with integer class labels (its loss gradients rank the "
+            "channels); without labels use importance 'l2' or 'l1'"
+        )
+    return dataset.split(validation_fraction, seed)[0]

@@ -1,0 +1,114 @@
+"""prune.structured on MiniLM-L6 (HF checkpoint): whole attention heads and FFN neurons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.data import Dataset
+from engine.formats import hf, torch_bridge
+from engine.model import ModelFile
+from tests import materials
+from tests.engine.pruning_support import (
+    onnx_outputs,
+    run_step,
+    single_torch_thread,  # noqa: F401  (a fixture)
+)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+TRAIN_SENTENCES = 240
+HELD_OUT = 64
+
+
+@pytest.fixture(scope="module")
+def pruned(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelFile, dict]:
+    source = ModelFile(materials.minilm_folder(), "hf")
+    texts = materials.sentences(TRAIN_SENTENCES + HELD_OUT)[:TRAIN_SENTENCES]
+    step = {
+        "op": "prune",
+        "method": "structured",
+        "ratio": 0.5,
+        "head_ratio": 1 / 3,
+        "finetune_epochs": 2,
+        # A pruned transformer recovers faster than the loop's 5e-5 (measured: 1e-4 x 2 epochs gave
+        # held-out cosine 0.72, 3e-4 x 3 epochs 0.77; data, not the rate, limits it beyond that).
+        "lr": 3e-4,
+        "batch_size": 16,
+        "max_length": 32,
+    }
+    out, ctx = run_step(
+        step, source, tmp_path_factory.mktemp("minilm"), Dataset(format="jsonl", texts=texts)
+    )
+    return out, ctx.report_sections["prune"]
+
+
+def _mean_pooled(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    weights = mask[..., None].astype(np.float32)
+    return (hidden * weights).sum(1) / weights.sum(1)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_half_the_ffn_and_a_third_of_the_heads_are_removed(pruned: tuple) -> None:
+    out, report = pruned
+    assert report["attention_heads"] == [8] * 6
+    assert report["intermediate_size"] == 768
+    assert report["params"] < 0.82 * report["params_before"]  # the 11.7M embedding table stays
+    assert report["macs"] < 0.6 * report["macs_before"]
+    assert report["macs_sequence_length"] == 128
+
+
+def test_fidelity_is_reported_before_and_after_finetuning_and_improves(pruned: tuple) -> None:
+    _, report = pruned
+    round_one = report["rounds"][0]
+    assert report["metric"] == "cosine_to_teacher"
+    assert round_one["metric"] > round_one["metric_before_finetune"]
+
+
+def test_pruned_checkpoint_loads_in_transformers_and_runs_in_onnxruntime(
+    pruned: tuple, tmp_path: Path
+) -> None:
+    import torch
+
+    out, _ = pruned
+    model = hf.load_model(out.path)
+    assert [layer.attention.self.num_attention_heads for layer in model.encoder.layer] == [8] * 6
+    assert model.config.intermediate_size == 768
+    onnx_path = torch_bridge.export_hf_onnx(model, out.path, tmp_path / "model.onnx")
+
+    texts = materials.sentences(TRAIN_SENTENCES + HELD_OUT)[TRAIN_SENTENCES:]
+    encoded = hf.load_tokenizer(out.path)(
+        texts, padding=True, truncation=True, max_length=64, return_tensors="np"
+    )
+    feeds = {name: encoded[name].astype(np.int64) for name in hf.input_names(out.path)}
+    pruned_onnx = onnx_outputs(onnx_path, feeds)
+    with torch.no_grad():
+        pruned_torch = model(
+            **{k: torch.from_numpy(v) for k, v in feeds.items()}
+        ).last_hidden_state.numpy()
+        original = hf.load_model(materials.minilm_folder())
+        reference = original(
+            **{k: torch.from_numpy(v) for k, v in feeds.items()}
+        ).last_hidden_state.numpy()
+    np.testing.assert_allclose(pruned_onnx, pruned_torch, atol=2e-3)
+    mask = feeds["attention_mask"]
+    fidelity = _cosine(_mean_pooled(pruned_onnx, mask), _mean_pooled(reference, mask))
+    # Held-out sentences, never trained on. Measured 0.72-0.78 after this short CPU fine-tuning on
+    # 216 sentences (0.60 before it); more data and epochs raise it.
+    assert fidelity.mean() > 0.7, fidelity.mean()
+
+
+def test_stock_transformers_refuses_head_pruned_checkpoint_rather_than_reinitialising(
+    pruned: tuple,
+) -> None:
+    # transformers 5 cannot state removed heads; it must fail loudly, never load random weights.
+    import transformers
+
+    out, _ = pruned
+    with pytest.raises(RuntimeError, match="mismatch"):
+        transformers.AutoModel.from_pretrained(str(out.path))
