@@ -121,9 +121,14 @@ def _unpack_tar(path: Path, dest: Path, max_members: int, max_total: int) -> Non
                 shutil.copyfileobj(src, out, 1 << 20)
 
 
-def pack_zip(folder: Path, dest: Path) -> Path:
-    """Zip a folder (an HF checkpoint, an ONNX model with external data) for delivery."""
-    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED) as zf:
+def pack_zip(folder: Path, dest: Path, *, compress: bool = False) -> Path:
+    """Zip a folder (an HF checkpoint, an ONNX model with external data) for delivery.
+
+    Stored by default (dense weights do not deflate); ``compress`` deflates, which is what turns
+    the zeros of an unstructured-pruned model into a smaller download.
+    """
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(dest, "w", compression=method) as zf:
         for file in sorted(folder.rglob("*")):
             if file.is_file():
                 zf.write(file, file.relative_to(folder).as_posix())

@@ -91,7 +91,8 @@ class MagnitudePrune(TorchPrunePass):
         magnitude.fold_masks(tm.module)
         final = magnitude.weight_sparsity(magnitude.prunable_weights(tm.module, cfg.exclude))
         tm.module.to("cpu")
-        out = save_torch(tm, ctx.work_dir)
+        # Its own folder: a sparse model ships as a deflated zip of that folder (engine.job).
+        out = save_torch(tm, ctx.subdir("model"))
         counts = parameter_counts(out)
         sizes_before, sizes_after = size_on_disk(model), size_on_disk(out)
         report = {

@@ -52,7 +52,8 @@ class OnnxMagnitudePrune(Pass):
         cfg: OnnxMagnitudePruneConfig = self.config  # type: ignore[assignment]
         proto = load_proto(model.path)
         applied = prune_initializers(proto, sparsity=cfg.sparsity, scope=cfg.scope)
-        dest = ctx.work_dir / "model.onnx"
+        # Its own folder: a sparse model ships as a deflated zip of that folder (engine.job).
+        dest = ctx.subdir("model") / "model.onnx"
         # Past protobuf's 2 GiB limit the weights must live in an external file beside the graph.
         large = proto.ByteSize() > 1_800_000_000
         onnx.save_model(proto, str(dest), save_as_external_data=large, location="model.onnx.data")

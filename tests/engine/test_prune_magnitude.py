@@ -9,6 +9,7 @@ import pytest
 
 from engine.bench.sizes import size_on_disk
 from engine.errors import ConfigInvalid
+from engine.job import package_model
 from engine.model import ModelFile
 from engine.registry import build_step
 from tests import materials
@@ -58,6 +59,10 @@ def test_global_gradual_90_percent_keeps_accuracy_and_compresses_5x(
     assert original["size_bytes"] / pruned["compressed_size_bytes"] >= 5.0
     assert report["compressed_size_bytes"] == pruned["compressed_size_bytes"]
     assert report["nonzero_params"] < 0.15 * report["params"]
+    # The job delivers it deflated, which is where the saving becomes real.
+    artifact, fmt = package_model(out, tmp_path / "artifacts", "model")
+    assert (artifact.name, fmt) == ("model.onnx.zip", "onnx")
+    assert original["size_bytes"] / artifact.stat().st_size >= 5.0
 
 
 def test_local_scope_gives_every_layer_the_same_sparsity_without_data(
