@@ -7,6 +7,7 @@ directly from Python.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
@@ -66,10 +67,8 @@ def library_versions() -> dict[str, str]:
         "torch", "onnx", "onnxruntime", "transformers", "torch-pruning", "torchao", "tensorly", "numpy",
         "onnx2torch", "onnxscript", "safetensors", "tokenizers",
     ):  # fmt: skip
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[name] = version(name)
-        except PackageNotFoundError:
-            pass
     return out
 
 
@@ -158,6 +157,7 @@ def run_job(request: JobRequest, emit: Emit | None = None) -> dict[str, Any]:
         dataset=dataset,
         config=bench_config,
         progress=lambda f, m: progress("benchmark", f, m),
+        tokenizer_folder=original.path if original.format == "hf" else None,
     )
     best = choose_best(report)
     report["best_candidate_id"] = best

@@ -15,7 +15,7 @@ class BenchmarkConfig(BaseModel):
     batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [1], min_length=1, max_length=8)
     sequence_length: int = Field(64, ge=1, le=4096, description="for symbolic sequence axes without a dataset")
     warmup_runs: int = Field(10, ge=0, le=1000)
-    min_runs: int = Field(20, ge=5, le=100_000)
+    min_runs: int = Field(30, ge=5, le=100_000)
     max_runs: int = Field(2000, ge=5, le=100_000)
     time_budget_seconds: float = Field(
         10.0,
@@ -30,6 +30,13 @@ class BenchmarkConfig(BaseModel):
         le=1,
         description="stop timing a batch size once every p50's and every speedup's 95% interval "
         "is this narrow (half-width relative to the value)",
+    )
+    session_noise: float = Field(
+        0.01,
+        ge=0,
+        le=0.5,
+        description="relative standard deviation of latency between two runtime sessions of one "
+        "model (memory layout), folded into every speedup interval",
     )
     fidelity_rows: int = Field(
         256, ge=1, le=100_000, description="rows on which fidelity and the task metric are computed"

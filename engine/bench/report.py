@@ -12,13 +12,14 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engine.bench import fidelity, latency, macs, memory, sizes
 from engine.bench.config import BenchmarkConfig
-from engine.bench.runners import Runner, batches, make_runner, package_version
+from engine.bench.runners import Runner, batches, feeds_from_dataset, make_runner, package_version
 from engine.data import Dataset
 from engine.model import ModelFile
 
@@ -135,8 +136,12 @@ def benchmark_models(
     dataset: Dataset | None,
     config: BenchmarkConfig,
     progress: Any = None,
+    tokenizer_folder: Path | None = None,
 ) -> dict[str, Any]:
-    """Measure baseline and candidates on the same inputs in this process, interleaved."""
+    """Measure baseline and candidates on the same inputs in this process, interleaved.
+
+    ``tokenizer_folder``: where the tokenizer of a text dataset lives when the baseline is not
+    the Hugging Face checkpoint itself (a checkpoint exported to ONNX for onnxruntime)."""
     started = time.time()
     say = progress or (lambda fraction, message: None)
     runtime = "torch" if config.runtime == "torch" else None
@@ -144,7 +149,9 @@ def benchmark_models(
     say(0.0, "loading the models")
     runners = [make_runner(m, threads=config.threads, device=config.device, runtime=runtime) for m in models]
     env = environment(config, runners)
-    tokenizer_folder = baseline.path if baseline.format == "hf" else None
+    if tokenizer_folder is None and baseline.format == "hf":
+        tokenizer_folder = baseline.path
+    notes: list[str] = []
     metrics: list[dict[str, Any]] = [
         {
             **sizes.size_on_disk(m),
@@ -172,6 +179,12 @@ def benchmark_models(
     eval_feeds = inputs(max(config.batch_sizes), config.fidelity_rows, full=False)
     outputs = [[r.run(f) for f in eval_feeds] for r in runners]
     labels = dataset.labels if dataset is not None else None
+    if labels is not None and not feeds_from_dataset(runners[0].inputs, dataset, tokenizer_folder):
+        notes.append(
+            "the dataset's labels were not used: its rows cannot feed the model (text without a "
+            "tokenizer, or arrays not named after the model's inputs), so inputs were generated"
+        )
+        labels = None
     quality = [fidelity.task_quality(o, labels) if labels is not None else None for o in outputs]
     for i, m in enumerate(metrics):
         if i > 0:
@@ -211,7 +224,7 @@ def benchmark_models(
             }
             m["throughput_per_s"][key] = batch_size * 1000.0 / float(np.median(s))
             if i > 0:
-                speedups[i - 1][key] = latency.speedup(timing.samples[0], s)
+                speedups[i - 1][key] = latency.speedup(timing.samples[0], s, session_noise=config.session_noise)
 
     if config.measure_memory:
         say(0.93, "peak memory, one child process per model")
@@ -264,6 +277,7 @@ def benchmark_models(
         "candidates": out_candidates,
         "environment": env,
         "config": config.model_dump(),
+        "notes": notes,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "benchmark_seconds": round(time.time() - started, 3),
     }

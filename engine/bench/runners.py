@@ -216,6 +216,16 @@ def make_runner(model: ModelFile, *, threads: int = 0, device: str = "cpu", runt
     return TorchRunner(model, threads=threads, device=device)
 
 
+def feeds_from_dataset(inputs: list[dict[str, Any]], dataset: Dataset | None, tokenizer_folder: Any = None) -> bool:
+    """Whether ``batches`` feeds the dataset's own rows (else it generates inputs, and labels mean
+    nothing for them)."""
+    if dataset is None or len(dataset) == 0:
+        return False
+    if dataset.texts is not None:
+        return tokenizer_folder is not None
+    return bool(dataset.arrays) and all(spec["name"] in dataset.arrays for spec in inputs)
+
+
 def batches(
     inputs: list[dict[str, Any]],
     *,
@@ -232,7 +242,8 @@ def batches(
     is smaller (what latency needs: a batch of 8 must be timed with 8 rows). Otherwise the first
     ``rows`` rows, once each, the last batch possibly short (what quality needs).
     """
-    if dataset is not None and len(dataset) > 0:
+    if feeds_from_dataset(inputs, dataset, tokenizer_folder):
+        assert dataset is not None
         n = len(dataset)
         if full_batches:
             count = max(1, rows // batch_size)
@@ -240,7 +251,7 @@ def batches(
         else:
             limit = min(rows, n)
             chunks = [np.arange(s, min(s + batch_size, limit)) for s in range(0, limit, batch_size)]
-        if dataset.texts is not None and tokenizer_folder is not None:
+        if dataset.texts is not None:
             from engine.formats import hf
 
             tokenizer = hf.load_tokenizer(tokenizer_folder)
@@ -255,8 +266,7 @@ def batches(
                 )
                 out.append({spec["name"]: enc[spec["name"]].astype(np.int64) for spec in inputs if spec["name"] in enc})
             return out
-        if dataset.arrays and all(spec["name"] in dataset.arrays for spec in inputs):
-            return [onnx_feeds(dataset, inputs, chunk) for chunk in chunks]
+        return [onnx_feeds(dataset, inputs, chunk) for chunk in chunks]
     rng = np.random.default_rng(0)
     count = max(1, rows // batch_size)
     return [

@@ -75,7 +75,7 @@ def test_report_is_plain_json_in_the_documented_shape(digits_report: dict[str, A
     assert digits_report["candidates"][0]["metrics"]["latency_ms"]["32"]["histogram"]["edges"] == base_edges
     cand = digits_report["candidates"][0]
     assert set(cand) >= {"id", "recipe", "metrics", "ratios", "flags"}
-    assert set(cand["ratios"]["speedup"]["1"]) == {"value", "ci95", "verdict"}
+    assert set(cand["ratios"]["speedup"]["1"]) == {"value", "ci95", "ci95_within_run", "verdict"}
 
 
 def test_quality_and_fidelity_are_measured_on_the_same_labelled_rows(digits_report: dict[str, Any]) -> None:
@@ -203,3 +203,29 @@ def test_a_job_writes_a_manifest_that_verifies_its_artifacts(tmp_path: Path) -> 
     assert manifest["environment"]["runtime"] == "onnxruntime"
     assert report["best_candidate_id"] == result["best_candidate_id"] == manifest["best_candidate_id"]
     assert report["candidates"][0]["metrics"]["latency_ms"]["8"]["histogram"]["counts"]
+
+
+def test_labels_are_used_only_when_the_dataset_really_feeds_the_model() -> None:
+    _, x_test, _, y_test = materials.digits()
+    misnamed = Dataset(format="npz", arrays={"pixels": x_test}, labels=y_test)
+    report = benchmark_models(
+        ModelFile(path=materials.digits_cnn_onnx(), format="onnx"),
+        [],
+        dataset=misnamed,
+        config=BenchmarkConfig(threads=1, time_budget_seconds=0.5, measure_memory=False),
+    )
+    assert "quality" not in report["baseline"]
+    assert any("labels were not used" in note for note in report["notes"])
+
+
+def test_text_rows_are_tokenized_for_an_exported_checkpoint() -> None:
+    from engine.bench.runners import batches
+
+    inputs = [{"name": n, "shape": ["batch", "sequence"], "dtype": "int64"} for n in ("input_ids", "attention_mask", "token_type_ids")]
+    texts = Dataset(format="jsonl", texts=materials.sentences()[:10], labels=np.arange(10) % 2)
+    once = batches(inputs, dataset=texts, batch_size=4, rows=10, sequence_length=24, tokenizer_folder=materials.minilm_folder())
+    assert [f["input_ids"].shape for f in once] == [(4, 24), (4, 24), (2, 24)]
+    assert set(once[0]) == {"input_ids", "attention_mask", "token_type_ids"}
+    assert (once[0]["input_ids"][:, 0] == once[0]["input_ids"][0, 0]).all()  # [CLS] starts every row
+    timing = batches(inputs, dataset=texts, batch_size=4, rows=12, sequence_length=24, tokenizer_folder=materials.minilm_folder(), full_batches=True)
+    assert [f["input_ids"].shape[0] for f in timing] == [4, 4, 4]
