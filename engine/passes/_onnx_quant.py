@@ -1,0 +1,143 @@
+"""Building blocks the ONNX quantization passes share: pre-processing, dynamic int8, the inputs a
+pass measures fidelity on, and a calibration reader over the job's dataset.
+
+Kept apart from the pass modules (the leading underscore keeps the registry from importing it as a
+pass) so that ``quantize.dynamic``, ``quantize.mixed`` and ``quantize.auto`` run exactly the same
+quantizer call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.context import PassContext
+from engine.data import Dataset, onnx_feeds
+from engine.formats import onnx_model
+
+
+def quiet_quantization_logging() -> None:
+    """onnxruntime.quantization logs every node at INFO, and importing matmul_nbits_quantizer calls
+    ``logging.basicConfig(level=INFO)`` (LIBRARY-NOTES): put the root logger back to WARNING."""
+    root = logging.getLogger()
+    if root.level < logging.WARNING:
+        root.setLevel(logging.WARNING)
+
+
+def preprocess(src: Path, dest: Path) -> Path:
+    """onnxruntime's ``quant_pre_process`` (constant folding, basic graph optimization, shape
+    inference), which the quantizer needs to see every MatMul's types. Symbolic shape inference
+    fails on transformers' exports (LIBRARY-NOTES), so it is skipped; if pre-processing fails for
+    another graph, quantize the original rather than failing the job."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dest), skip_symbolic_shape=True)
+    except Exception:
+        return src
+    finally:
+        quiet_quantization_logging()
+    return dest if dest.is_file() else src
+
+
+def weight_matmuls(path: Path) -> list[str]:
+    """Names of the MatMul/Conv nodes with a constant weight: the layers dynamic int8 changes
+    (onnxruntime has no dynamic int8 Gemm)."""
+    proto = onnx_model.load_proto(path, with_data=False)
+    initializers = {t.name for t in proto.graph.initializer}
+    return [
+        n.name
+        for n in proto.graph.node
+        if n.op_type in ("MatMul", "Conv") and len(n.input) > 1 and n.input[1] in initializers
+    ]
+
+
+def dynamic_int8(
+    src: Path,
+    dest: Path,
+    *,
+    weight: str = "int8",
+    per_channel: bool = True,
+    symmetric_weights: bool = True,
+    reduce_range: bool = False,
+    op_types: list[str] | None = None,
+    nodes_to_exclude: list[str] | None = None,
+) -> Path:
+    """``onnxruntime.quantization.quantize_dynamic`` with the options our passes expose."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        model_input=str(src),
+        model_output=str(dest),
+        weight_type=QuantType.QInt8 if weight == "int8" else QuantType.QUInt8,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        op_types_to_quantize=op_types,
+        nodes_to_exclude=nodes_to_exclude or None,
+        extra_options={
+            "WeightSymmetric": symmetric_weights,
+            # Nodes that shape inference could not type (contrib ops of an optimized graph) are
+            # float tensors; without this hint the quantizer stops with "Unable to find data type".
+            "DefaultTensorType": onnx.TensorProto.FLOAT,
+        },
+    )
+    quiet_quantization_logging()
+    return dest
+
+
+def evaluation_feeds(
+    model_path: Path, ctx: PassContext, *, rows: int, batch_size: int = 8, sequence_length: int = 64
+) -> list[dict[str, np.ndarray]]:
+    """Inputs to measure fidelity on: rows of the job's dataset when it feeds the model, otherwise
+    inputs generated from the signature. Only ``ctx.dataset`` is read."""
+    from engine.bench.runners import batches
+
+    inputs, _ = onnx_model.signature(onnx_model.load_proto(model_path, with_data=False))
+    return batches(
+        inputs,
+        dataset=ctx.dataset,
+        batch_size=batch_size,
+        rows=rows,
+        sequence_length=sequence_length,
+        tokenizer_folder=None,
+    )
+
+
+def run_outputs(model_path: Path, feeds: list[dict[str, np.ndarray]], threads: int = 0) -> list[list[np.ndarray]]:
+    session = onnx_model.session(model_path, threads=threads)
+    return [session.run(None, f) for f in feeds]
+
+
+def fidelity(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> dict[str, Any]:
+    from engine.bench.fidelity import compare
+
+    return compare(reference, candidate)
+
+
+class DatasetCalibrationReader:
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over the first ``samples`` rows of the
+    job's dataset, ``batch_size`` rows at a time, cast to the model's input dtypes."""
+
+    def __init__(self, dataset: Dataset, inputs: list[dict[str, Any]], *, samples: int, batch_size: int = 8):
+        self.dataset = dataset
+        self.inputs = inputs
+        self.rows = min(samples, len(dataset))
+        self.batch_size = batch_size
+        self._iter: Iterator[dict[str, np.ndarray]] | None = None
+
+    def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, self.rows, self.batch_size):
+            yield onnx_feeds(self.dataset, self.inputs, slice(start, min(start + self.batch_size, self.rows)))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._iter is None:
+            self._iter = self._batches()
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = None

@@ -1,0 +1,102 @@
+"""The default quantization (``{"op": "quantize"}``): the best recipe we measured, not the library's.
+
+For an ONNX model (MiniLM-L6, 400 real sentences, sequence 64, mean-pooled embeddings vs fp32;
+docs/quantization.md has the table):
+
+- ``quantize_dynamic`` defaults (per-tensor): cosine 0.962; per-channel: 0.992 (min 0.975);
+- keeping the six most sensitive FFN MatMuls in float reaches 0.996 but gives up most of the speed;
+- what this pass does: onnxruntime's pre-processing, then the few outlier channels of each
+  MatMul's activation (found on calibration inputs) are split off into a thin float MatMul
+  (``_outlier_split``), then dynamic int8 per-channel of everything else: cosine 0.997 (min
+  0.992) with every weight MatMul in int8.
+
+The result's fidelity is then checked on the job's dataset (or generated inputs); if it misses
+``target_cosine``, the most sensitive layers are kept in float as ``quantize.mixed`` does, and the
+per-layer sensitivity goes into the report. Speed is not measured here: the job's benchmark times
+the candidate against the original and flags it if slower, and a flagged candidate is never
+chosen as the best.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from engine.context import PassContext
+from engine.model import ModelFile
+from engine.passes import _onnx_quant, _outlier_split
+from engine.passes.quantize_mixed import mixed_precision, sensitivity_section
+from engine.registry import Pass, PassConfig
+
+
+class AutoQuantizeConfig(PassConfig):
+    target_cosine: float = Field(
+        0.99,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "mean cosine of the raw output to the float model's, on the job's dataset or generated inputs; "
+            "below it, the most sensitive layers stay in float"
+        ),
+    )
+    outlier_ratio: float = Field(
+        6.0, ge=1.0, le=1000.0, description="an activation channel whose range exceeds this many times the median is an outlier"
+    )
+    max_outlier_channels: int = Field(
+        16, ge=0, le=1024, description="at most this many outlier channels per activation go to float (0: no split)"
+    )
+    calibration_rows: int = Field(
+        32, ge=1, le=4096, description="rows (dataset rows, or generated inputs) for outlier search and the fidelity check"
+    )
+    sequence_length: int = Field(64, ge=1, le=4096, description="for symbolic sequence axes of generated inputs")
+
+
+class AutoQuantize(Pass):
+    op = "quantize"
+    method = "auto"
+    config_type = AutoQuantizeConfig
+    summary = "Default: int8 with outlier channels in float, checked against a fidelity target"
+    accepts = ("onnx",)
+    devices = ("cpu",)
+    default_for_op = True
+
+    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        cfg: AutoQuantizeConfig = self.config  # type: ignore[assignment]
+        ctx.progress(0.0, "pre-processing")
+        src = _onnx_quant.preprocess(model.path, ctx.work_dir / "preprocessed.onnx")
+        float_nodes: list[str] = []
+        counts: dict[str, int] = {}
+        if cfg.max_outlier_channels > 0:
+            ctx.progress(0.05, "finding outlier activation channels")
+            feeds = _onnx_quant.evaluation_feeds(
+                src, ctx, rows=cfg.calibration_rows, sequence_length=cfg.sequence_length
+            )
+            split, float_nodes, counts = _outlier_split.split_outliers(
+                src, ctx.work_dir / "split.onnx", feeds, ratio=cfg.outlier_ratio, max_channels=cfg.max_outlier_channels
+            )
+        else:
+            split = src
+        result = mixed_precision(
+            split,
+            ctx.work_dir / "model.onnx",
+            ctx,
+            target=cfg.target_cosine,
+            target_min=None,
+            rows=cfg.calibration_rows,
+            sequence_length=cfg.sequence_length,
+            max_float_fraction=0.5,
+            always_float=float_nodes,
+        )
+        if result.sensitivities:
+            ctx.add_report_section("sensitivity", sensitivity_section(result, cfg.target_cosine))
+        ctx.resolved.update(
+            recipe="preprocess + outlier split + dynamic int8 per-channel",
+            outlier_channels=sum(counts.values()),
+            split_activations=len(counts),
+            kept_float=result.kept_float,
+            measured_cosine_mean=result.fidelity["cosine_mean"],
+            measured_cosine_min=result.fidelity["cosine_min"],
+            met_target=result.met_target,
+        )
+        for path in {src, split} - {model.path}:
+            path.unlink(missing_ok=True)
+        return model.with_path(result.path)
