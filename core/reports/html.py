@@ -487,6 +487,8 @@ def _fidelity_cell(e: Entry) -> str:
     f = e.metrics.get("fidelity")
     if not f:
         return "<td>reference</td>" if e.candidate is None else "<td>—</td>"
+    if f.get("error"):
+        return f"<td>not comparable: {esc(f['error'])}</td>"
     top1 = f.get("top1_agreement")
     extra = f"<br>top-1 {fmt_float(top1, 4)}" if top1 is not None else ""
     return (
@@ -601,6 +603,7 @@ body{margin:0;background:#ffffff;color:#111827;font:14px/1.45 system-ui,-apple-s
 main{max-width:1180px;margin:0 auto;padding:24px 28px 60px}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 8px}h3{font-size:15px;margin:18px 0 6px}
 .meta{color:#6b7280;font-size:13px}
+.note{background:#fffbeb;border:1px solid #fde68a;padding:6px 10px;font-size:13px}
 .summary li{margin:4px 0}
 table{border-collapse:collapse}
 table.models{font-size:12.5px;width:100%}
@@ -636,6 +639,8 @@ def render_report_html(report: dict[str, Any], *, title: str) -> str:
     meta.append(f"best candidate: <b>{esc(best)}</b>" if best else "no candidate chosen as best")
     body.append(f'<p class="meta">{" · ".join(m for m in meta if m)}</p>')
 
+    for note in report.get("notes") or []:
+        body.append(f'<p class="note">{esc(note)}</p>')
     lines = summary_lines(report)
     if lines:
         body.append('<ul class="summary">' + "".join(f"<li>{line}</li>" for line in lines) + "</ul>")

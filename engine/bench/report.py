@@ -188,7 +188,10 @@ def benchmark_models(
     quality = [fidelity.task_quality(o, labels) if labels is not None else None for o in outputs]
     for i, m in enumerate(metrics):
         if i > 0:
-            m["fidelity"] = fidelity.compare(outputs[0], outputs[i])
+            try:
+                m["fidelity"] = fidelity.compare(outputs[0], outputs[i])
+            except ValueError as exc:  # outputs of another shape: nothing to compare, say so
+                m["fidelity"] = {"error": str(exc)}
         if quality[i] is not None:
             m["quality"] = {k: v for k, v in quality[i].items() if k != "correct"}
     del outputs
