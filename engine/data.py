@@ -19,6 +19,11 @@ from engine.errors import DatasetInvalid, DatasetMismatch
 LABELS = "labels"
 TEXT = "text"
 MAX_JSONL_LINE = 1 << 20
+# Upload-time bounds: a dataset is held in the worker's memory while a job trains on it.
+MAX_ROWS = 5_000_000
+MAX_ARRAYS = 64
+MAX_DATASET_BYTES = 4 << 30  # decoded arrays, all together
+MAX_TEXT_CHARS = 100_000
 
 
 @dataclass
@@ -45,14 +50,32 @@ class Dataset:
         )
 
     def split(self, validation_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-        """A deterministic train/validation split: the same seed gives the same rows."""
+        """A deterministic train/validation split: the same seed gives the same rows.
+
+        With class labels the split is stratified (each class keeps its share in both parts, so a
+        small validation set still sees every class); otherwise rows are drawn at random."""
         n = len(self)
-        order = np.random.default_rng(seed).permutation(n)
         n_val = max(1, int(round(n * validation_fraction))) if n > 1 else 0
-        return self.take(np.sort(order[n_val:])), self.take(np.sort(order[:n_val]))
+        rng = np.random.default_rng(seed)
+        classes = self.class_labels()
+        if classes is not None and n_val > 0:
+            val = _stratified_pick(classes, n_val, rng)
+        else:
+            val = rng.permutation(n)[:n_val]
+        is_val = np.zeros(n, dtype=bool)
+        is_val[val] = True
+        return self.take(np.flatnonzero(~is_val)), self.take(np.flatnonzero(is_val))
+
+    def class_labels(self) -> np.ndarray | None:
+        """The labels when they are class ids (1-D integers), else None."""
+        if self.labels is not None and self.labels.ndim == 1 and self.labels.dtype.kind in "iub":
+            return self.labels
+        return None
 
     def describe(self) -> dict[str, Any]:
+        classes = self.class_labels()
         return {
+            "num_classes": int(classes.max()) + 1 if classes is not None and len(classes) else None,
             "format": self.format,
             "rows": len(self),
             "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in self.arrays.items()},
@@ -64,6 +87,20 @@ class Dataset:
                 else None
             ),
         }
+
+
+def _stratified_pick(classes: np.ndarray, n_val: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_val`` row indices, each class represented in proportion (largest remainders)."""
+    values, counts = np.unique(classes, return_counts=True)
+    exact = counts * (n_val / len(classes))
+    take = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - take), kind="stable")[: n_val - int(take.sum())]:
+        take[i] += 1
+    picks = []
+    for value, k in zip(values, take, strict=True):
+        rows = np.flatnonzero(classes == value)
+        picks.append(rng.permutation(rows)[: min(k, len(rows))])
+    return np.concatenate(picks) if picks else np.zeros(0, dtype=int)
 
 
 def _detect(path: Path) -> str:
@@ -90,9 +127,44 @@ def _detect(path: Path) -> str:
 def load_dataset(path: Path) -> Dataset:
     fmt = _detect(path)
     ds = {"npz": _load_npz, "jsonl": _load_jsonl, "parquet": _load_parquet}[fmt](path)
-    if len(ds) == 0:
-        raise DatasetInvalid("the dataset has no rows")
+    _validate(ds)
     return ds
+
+
+def _validate(ds: Dataset) -> None:
+    """Upload-time checks every format shares: rows, sizes, finite numbers, usable labels."""
+    rows = len(ds)
+    if rows == 0:
+        raise DatasetInvalid("the dataset has no rows")
+    if rows > MAX_ROWS:
+        raise DatasetInvalid(f"the dataset has {rows} rows; at most {MAX_ROWS} are accepted", detail={"rows": rows})
+    if len(ds.arrays) > MAX_ARRAYS:
+        raise DatasetInvalid(f"the dataset has {len(ds.arrays)} arrays; at most {MAX_ARRAYS} are accepted")
+    total = sum(a.nbytes for a in ds.arrays.values()) + (ds.labels.nbytes if ds.labels is not None else 0)
+    if total > MAX_DATASET_BYTES:
+        raise DatasetInvalid(
+            f"the dataset holds {total} bytes of arrays; at most {MAX_DATASET_BYTES} are accepted",
+            detail={"bytes": total},
+        )
+    for name, arr in [*ds.arrays.items(), *([(LABELS, ds.labels)] if ds.labels is not None else [])]:
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise DatasetInvalid(f"array {name!r} holds NaN or infinite values", detail={"array": name})
+    if ds.labels is not None:
+        if len(ds.labels) != rows:
+            raise DatasetInvalid(
+                f"there are {len(ds.labels)} labels for {rows} rows", detail={"labels": len(ds.labels), "rows": rows}
+            )
+        if ds.labels.ndim > 2:
+            raise DatasetInvalid("labels must be one value per row (class ids) or one vector per row (targets)")
+        if ds.labels.dtype.kind in "iu" and ds.labels.ndim == 1 and ds.labels.min() < 0:
+            raise DatasetInvalid("class labels must be integers from 0 (negative label found)")
+    if ds.texts is not None:
+        longest = max((len(t) for t in ds.texts), default=0)
+        if longest > MAX_TEXT_CHARS:
+            raise DatasetInvalid(
+                f"a text row has {longest} characters; at most {MAX_TEXT_CHARS} are accepted",
+                detail={"characters": longest},
+            )
 
 
 def _check_rows(arrays: dict[str, np.ndarray]) -> None:
@@ -103,7 +175,39 @@ def _check_rows(arrays: dict[str, np.ndarray]) -> None:
         raise DatasetInvalid("arrays need a first (row) dimension")
 
 
+def _check_npz_headers(path: Path) -> None:
+    """Shapes and dtypes from each member's .npy header, before any array is read: refuses
+    object arrays (pickles) and arrays too large for memory without decompressing them."""
+    total = 0
+    with zipfile.ZipFile(path) as zf:
+        members = zf.infolist()
+        if len(members) > MAX_ARRAYS + 1:
+            raise DatasetInvalid(f"the .npz holds {len(members)} arrays; at most {MAX_ARRAYS} are accepted")
+        for info in members:
+            with zf.open(info) as fh:
+                try:
+                    version = np.lib.format.read_magic(fh)
+                    read_header = (
+                        np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read_header(fh)
+                except ValueError as exc:
+                    raise DatasetInvalid(f"member {info.filename!r} is not a valid .npy array: {exc}") from None
+            name = info.filename.removesuffix(".npy")
+            if dtype.hasobject or dtype.kind not in "biuf":
+                raise DatasetInvalid(
+                    f"array {name!r} has dtype {dtype}; only numeric and boolean arrays are accepted",
+                    detail={"array": name, "dtype": str(dtype)},
+                )
+            total += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if total > MAX_DATASET_BYTES:
+                raise DatasetInvalid(
+                    f"the .npz arrays hold more than {MAX_DATASET_BYTES} bytes", detail={"bytes_at_least": total}
+                )
+
+
 def _load_npz(path: Path) -> Dataset:
+    _check_npz_headers(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -125,7 +229,11 @@ def _load_jsonl(path: Path) -> Dataset:
     texts: list[str] = []
     labels: list[Any] = []
     with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
+        for number, line in enumerate(iter(lambda: fh.readline(MAX_JSONL_LINE + 1), ""), 1):
+            if len(line) > MAX_JSONL_LINE:
+                raise DatasetInvalid(
+                    f"line {number} is longer than {MAX_JSONL_LINE} characters", detail={"line": number}
+                )
             if not line.strip():
                 continue
             try:
@@ -201,6 +309,14 @@ def check_matches(dataset_info: dict[str, Any], model_info: dict[str, Any]) -> N
     for name, spec in expected.items():
         shape = arrays[name]["shape"]
         want = spec["shape"]
+        got_kind = np.dtype(arrays[name]["dtype"]).kind
+        want_dtype = spec.get("dtype")
+        if want_dtype and np.dtype(want_dtype).kind in "iu" and got_kind == "f":
+            # Token ids and indices cannot be rounded from floats safely.
+            raise DatasetMismatch(
+                f"array {name!r} is {arrays[name]['dtype']}; the model input wants integers ({want_dtype})",
+                detail={"input": name, "dataset_dtype": arrays[name]["dtype"], "model_dtype": want_dtype},
+            )
         if len(shape) != len(want):
             raise DatasetMismatch(
                 f"array {name!r} has rank {len(shape)}; the model input has rank {len(want)}",

@@ -112,6 +112,9 @@ def load_model(folder: Path, *, task_head: bool = False) -> Any:
     arch = (config.architectures or [None])[0]
     cls = getattr(transformers, arch, None) if (task_head and arch) else None
     cls = cls or transformers.AutoModel
+    factorized = getattr(config, "shrink_low_rank", None)
+    if factorized:
+        return _load_factorized(cls, config, folder, factorized)
     if getattr(config, "shrink_attention_heads", None):
         # Written by prune.structured: transformers 5 cannot express removed heads (engine.pruning.hf_heads).
         from engine.pruning import hf_heads
@@ -120,6 +123,32 @@ def load_model(folder: Path, *, task_head: bool = False) -> Any:
     model = cls.from_pretrained(
         str(folder), trust_remote_code=False, local_files_only=True, use_safetensors=True
     )
+    model.eval()
+    return model
+
+
+def _load_factorized(cls: Any, config: Any, folder: Path, factorized: dict[str, Any]) -> Any:
+    """A checkpoint written by a low-rank pass: transformers cannot express its split layers,
+    so the model is built from its config, the recorded layers are replaced by their factorized
+    form (engine.lowrank.structure), and every weight is loaded strictly from safetensors."""
+    from safetensors.torch import load_file
+
+    from engine.lowrank import structure
+
+    model = cls._from_config(config) if hasattr(cls, "_from_config") else cls.from_config(config)
+    structure.rebuild(model, factorized)
+    state: dict[str, Any] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(str(file)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Tied or non-persistent tensors may be absent from the file; anything else is damage.
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    missing = [k for k in missing if k not in tied]
+    if missing or unexpected:
+        raise ModelFormatUnsupported(
+            "this factorized checkpoint does not match its recorded structure",
+            detail={"missing": missing[:10], "unexpected": unexpected[:10]},
+        )
     model.eval()
     return model
 

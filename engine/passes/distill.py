@@ -1,0 +1,104 @@
+"""Knowledge distillation into the current model or into a smaller student derived from it.
+
+Loss (engine.distill_losses): with class labels, alpha * KL(teacher_T || student_T) * T^2 +
+(1 - alpha) * CE; without labels the soft targets alone; for embedding models (token outputs)
+cosine + relative MSE to the teacher's outputs; optionally hidden states matched layer to layer.
+The teacher is the uploaded model, run once per batch without gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from engine.context import PassContext
+from engine.model import ModelFile
+from engine.registry import Pass
+from engine.training import TrainConfig
+
+
+class DistillConfig(TrainConfig):
+    student: Literal["current", "fewer_layers", "narrower_ffn", "width"] = Field(
+        "current",
+        description=(
+            "current: the model this step receives (e.g. recovering after pruning or low-rank); "
+            "fewer_layers / narrower_ffn: a smaller transformer initialized from it; width: a CNN "
+            "(or any non-transformer) with width_multiplier of its channels"
+        ),
+    )
+    keep_every: int = Field(
+        2, ge=2, le=12, description="fewer_layers: keep every k-th block (and the last)"
+    )
+    ffn_ratio: float = Field(
+        0.5, ge=0.05, le=0.95, description="narrower_ffn: share of the MLP width kept"
+    )
+    width_multiplier: float = Field(
+        0.5, ge=0.1, le=0.95, description="width: share of the channels kept"
+    )
+    alpha: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="weight of the soft-target term against hard-label cross-entropy",
+    )
+    temperature: float = Field(
+        2.0, gt=0.0, le=20.0, description="softmax temperature of the soft targets"
+    )
+    hidden_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=100.0,
+        description="weight of matching intermediate hidden states (transformers); 0: off",
+    )
+    teacher: Literal["original", "current"] = Field(
+        "original", description="the uploaded model, or the model this step receives"
+    )
+
+
+class Distill(Pass):
+    op = "distill"
+    method = "kd"
+    config_type = DistillConfig
+    summary = "knowledge distillation (soft targets, embeddings, hidden states) into the model or a smaller student"
+    accepts = ("onnx", "hf")
+    devices = ("cpu", "cuda")
+    needs_dataset = True
+    default_for_op = True
+
+    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        from engine import distill_students, training
+        from engine.formats.torch_model import load_torch, save_torch
+
+        cfg: DistillConfig = self.config  # type: ignore[assignment]
+        current = load_torch(model)
+        teacher = load_torch(ctx.original) if cfg.teacher == "original" else load_torch(model)
+        layer_map = None
+        if cfg.student == "fewer_layers":
+            student, kept = distill_students.fewer_layers(current, cfg.keep_every)
+            layer_map = tuple(i + 1 for i in kept)  # hidden_states[0] is the embeddings
+            ctx.resolved["student_layers"] = kept
+        elif cfg.student == "narrower_ffn":
+            student = distill_students.narrower_ffn(current, cfg.ffn_ratio)
+            ctx.resolved["student_intermediate_size"] = student.module.config.intermediate_size
+        elif cfg.student == "width":
+            student = distill_students.narrower(current, cfg.width_multiplier)
+        else:
+            student = current
+        ctx.resolved["student_params"] = sum(p.numel() for p in student.module.parameters())
+        ctx.resolved["teacher_params"] = sum(p.numel() for p in teacher.module.parameters())
+        result = training.fit(
+            student,
+            ctx,
+            cfg,
+            teacher=teacher,
+            name="distill",
+            alpha=cfg.alpha,
+            temperature=cfg.temperature,
+            hidden_weight=cfg.hidden_weight,
+            layer_map=layer_map if cfg.hidden_weight > 0 else None,
+        )
+        ctx.add_report_section(
+            "distill", {"student": cfg.student, **result.summary(), "history": result.history}
+        )
+        return save_torch(student, ctx.work_dir)

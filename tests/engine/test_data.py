@@ -1,0 +1,142 @@
+"""Datasets users upload: validation at upload, the deterministic split, text tokenization."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import data, training
+from engine.data import Dataset, check_matches, load_dataset
+from engine.errors import DatasetInvalid, DatasetMismatch
+from engine.formats.torch_model import TorchModel
+from engine.model import ModelFile
+from tests import materials
+
+
+def test_split_is_deterministic_and_stratified_by_class():
+    labels = np.array([0] * 80 + [1] * 15 + [2] * 5)
+    ds = Dataset("npz", {"x": np.arange(100, dtype=np.float32)[:, None]}, labels=labels)
+    train, val = ds.split(0.2, seed=7)
+    again_train, again_val = ds.split(0.2, seed=7)
+    _, other_val = ds.split(0.2, seed=8)
+
+    assert len(train) == 80 and len(val) == 20
+    assert np.array_equal(val.arrays["x"], again_val.arrays["x"]) and np.array_equal(
+        train.labels, again_train.labels
+    )
+    assert not np.array_equal(val.arrays["x"], other_val.arrays["x"])
+    assert sorted(np.bincount(val.labels).tolist()) == [1, 3, 16]  # every class, in proportion
+    assert set(train.arrays["x"][:, 0]) | set(val.arrays["x"][:, 0]) == set(range(100))
+
+
+def test_split_without_labels_holds_out_the_requested_share():
+    ds = Dataset("jsonl", texts=[f"row {i}" for i in range(50)])
+    train, val = ds.split(0.1, seed=0)
+    assert (len(train), len(val)) == (45, 5)
+    assert not set(train.texts) & set(val.texts)
+
+
+def test_npz_with_an_object_array_is_refused_from_its_header_without_unpickling(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "evil.npz"
+    np.savez(
+        path, image=np.zeros((2, 3), np.float32), meta=np.array([{"a": 1}, None], dtype=object)
+    )
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("the loader unpickled user data")
+
+    monkeypatch.setattr(pickle, "loads", no_unpickling)
+    monkeypatch.setattr(pickle, "load", no_unpickling)
+    with pytest.raises(DatasetInvalid, match="meta"):
+        load_dataset(path)
+
+
+def test_npz_too_large_for_memory_is_refused_before_reading(tmp_path, monkeypatch):
+    path = tmp_path / "big.npz"
+    np.savez_compressed(path, image=np.zeros((4000, 64), np.float32))  # 1 MiB decoded, tiny on disk
+    monkeypatch.setattr(data, "MAX_DATASET_BYTES", 512 * 1024)
+    with pytest.raises(DatasetInvalid, match="bytes"):
+        load_dataset(path)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"image": np.array([[0.0], [np.nan]], np.float32)}, "NaN"),
+        ({"image": np.zeros((3, 2), np.float32), "labels": np.array([0, -1, 2])}, "negative"),
+        (
+            {"image": np.zeros((3, 2), np.float32), "labels": np.array([0, 1])},
+            "same number of rows",
+        ),
+    ],
+)
+def test_npz_with_unusable_values_is_refused_with_the_reason(tmp_path, arrays, message):
+    path = tmp_path / "ds.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DatasetInvalid, match=message):
+        load_dataset(path)
+
+
+def test_jsonl_line_longer_than_the_limit_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "MAX_JSONL_LINE", 100)
+    path = tmp_path / "ds.jsonl"
+    path.write_text(json.dumps({"text": "short"}) + "\n" + json.dumps({"text": "x" * 500}) + "\n")
+    with pytest.raises(DatasetInvalid, match="line 2"):
+        load_dataset(path)
+
+
+def test_float_arrays_do_not_match_integer_token_inputs():
+    info = Dataset("npz", {"input_ids": np.zeros((2, 8), np.float32)}).describe()
+    model = {
+        "format": "onnx",
+        "inputs": [{"name": "input_ids", "shape": ["batch", "sequence"], "dtype": "int64"}],
+    }
+    with pytest.raises(DatasetMismatch, match="integers"):
+        check_matches(info, model)
+    check_matches(Dataset("npz", {"input_ids": np.zeros((2, 8), np.int32)}).describe(), model)
+
+
+def test_text_rows_are_tokenized_with_the_checkpoints_own_tokenizer():
+    from engine.formats import hf
+
+    folder = materials.minilm_folder()
+    tm = TorchModel(
+        module=None,
+        kind="hf",
+        inputs=[
+            {"name": n, "shape": ["batch", "sequence"], "dtype": "int64"}
+            for n in hf.input_names(folder)
+        ],
+        outputs=[],
+        source=ModelFile(folder, "hf"),
+    )
+    texts = ["A short sentence.", "A much longer sentence " + "with many words " * 20]
+    batches = list(
+        training.torch_batches(
+            Dataset("jsonl", texts=texts), tm, 8, shuffle=False, seed=0, max_length=16
+        )
+    )
+    assert len(batches) == 1
+    feeds, labels = batches[0]
+    assert labels is None and feeds["input_ids"].shape == (2, 16)
+    expected = hf.load_tokenizer(folder)(texts[0])["input_ids"]
+    assert feeds["input_ids"][0, : len(expected)].tolist() == expected
+    assert feeds["attention_mask"][0].sum().item() == len(expected)
+
+
+def test_text_dataset_does_not_feed_an_onnx_model(tmp_path):
+    tm = TorchModel(
+        module=None,
+        kind="fx",
+        inputs=[{"name": "image", "shape": [], "dtype": "float32"}],
+        outputs=[],
+        source=ModelFile(Path("m.onnx"), "onnx"),
+    )
+    with pytest.raises(DatasetMismatch, match="tokenizer"):
+        next(training.torch_batches(Dataset("jsonl", texts=["a"]), tm, 1, shuffle=False, seed=0))

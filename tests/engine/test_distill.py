@@ -1,0 +1,131 @@
+"""Knowledge distillation: the loss, derived students, and the quality bars on real data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine import distill_losses, distill_students, training
+from engine.context import PassContext
+from engine.data import Dataset
+from engine.formats import onnx_model
+from engine.formats.torch_model import load_torch
+from engine.model import ModelFile
+from engine.registry import build_step
+from tests import materials
+
+
+def ctx_for(tmp_path: Path, original: ModelFile, dataset: Dataset | None = None) -> PassContext:
+    work = tmp_path / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    return PassContext(work_dir=work, original=original, dataset=dataset, seed=0)
+
+
+def test_soft_target_loss_is_hintons_kl_times_t_squared():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(4, 10), torch.randn(4, 10)
+    t = 3.0
+    p_teacher = torch.softmax(teacher / t, -1)
+    expected = (
+        (p_teacher * (p_teacher.log() - torch.log_softmax(student / t, -1))).sum(-1).mean() * t * t
+    )
+    assert distill_losses.soft_target_loss(student, teacher, t).item() == pytest.approx(
+        expected.item(), rel=1e-5
+    )
+    assert distill_losses.soft_target_loss(teacher, teacher, t).item() == pytest.approx(
+        0.0, abs=1e-6
+    )
+
+
+def test_embedding_cosine_ignores_padding_tokens():
+    out = torch.randn(2, 5, 8)
+    ref = out.clone()
+    ref[:, 3:] = torch.randn(2, 2, 8) * 100  # only padding differs
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 0, 0]])
+    assert distill_losses.output_cosine(out, ref, mask).min().item() == pytest.approx(1.0, abs=1e-5)
+    assert distill_losses.embedding_loss(out, ref, mask).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_students_keep_every_kth_block_ending_with_the_last():
+    assert distill_students.kept_layers(6, 2) == [1, 3, 5]
+    assert distill_students.kept_layers(12, 3) == [2, 5, 8, 11]
+    assert distill_students.kept_layers(5, 2) == [1, 3, 4]
+    assert distill_losses.default_layer_map(3, 6) == (2, 4, 6)
+
+
+def test_half_width_digits_student_reaches_97_percent_of_the_teachers_accuracy(tmp_path):
+    x_train, x_test, y_train, y_test = materials.digits()
+    teacher = ModelFile(materials.digits_cnn_onnx(), "onnx")
+    ctx = ctx_for(tmp_path, teacher, Dataset("npz", {"image": x_train}, labels=y_train))
+
+    student = build_step(
+        {"op": "distill", "student": "width", "width_multiplier": 0.5, "epochs": 4}
+    ).run(teacher, ctx)
+
+    def accuracy(model: ModelFile) -> float:
+        logits = onnx_model.session(model.path).run(None, {"image": x_test})[0]
+        return float((logits.argmax(1) == y_test).mean())
+
+    assert student.format == "onnx"
+    inputs, outputs = onnx_model.signature(onnx_model.load_proto(student.path))
+    assert [i["name"] for i in inputs] == ["image"] and [o["name"] for o in outputs] == ["logits"]
+    assert ctx.resolved["student_params"] < 0.35 * ctx.resolved["teacher_params"]
+    assert accuracy(student) >= 0.97 * accuracy(teacher), (accuracy(student), accuracy(teacher))
+    assert ctx.report_sections["distill"]["metric"] == "accuracy"
+
+
+@pytest.fixture(scope="module")
+def sentences() -> tuple[list[str], list[str]]:
+    found = materials.sentences(260)
+    return found[:200], found[200:]
+
+
+def test_three_layer_minilm_student_distilled_on_embeddings_beats_its_initialization(
+    tmp_path, sentences
+):
+    train, held_out = sentences
+    teacher = ModelFile(materials.minilm_folder(), "hf")
+    ctx = ctx_for(tmp_path, teacher, Dataset("jsonl", texts=train))
+
+    student = build_step(
+        {
+            "op": "distill",
+            "student": "fewer_layers",
+            "epochs": 2,
+            "lr": 2e-4,
+            "batch_size": 16,
+            "max_length": 48,
+        }
+    ).run(teacher, ctx)
+
+    config = json.loads((student.path / "config.json").read_text())
+    assert config["num_hidden_layers"] == 3 and ctx.resolved["student_layers"] == [1, 3, 5]
+    assert (student.path / "tokenizer.json").is_file()
+    trained = load_torch(student)  # a plain checkpoint: transformers loads it by itself
+    untrained, _ = distill_students.fewer_layers(load_torch(teacher), 2)
+    rows = Dataset("jsonl", texts=held_out)
+    _, before = training.evaluate(untrained, ctx, rows, prefer="teacher")
+    _, after = training.evaluate(trained, ctx, rows, prefer="teacher")
+    assert after > before + 0.01, (before, after)
+    assert ctx.report_sections["distill"]["metric"] == "cosine_to_teacher"
+
+
+def test_narrower_ffn_student_keeps_the_strongest_mlp_channels():
+    teacher = load_torch(ModelFile(materials.minilm_folder(), "hf"))
+    student = distill_students.narrower_ffn(teacher, 0.5)
+    assert student.module.config.intermediate_size == 768
+    block = student.module.encoder.layer[0]
+    assert block.intermediate.dense.out_features == 768 and block.output.dense.in_features == 768
+    assert (
+        teacher.module.encoder.layer[0].intermediate.dense.out_features == 1536
+    )  # teacher untouched
+    feeds = teacher.example_feeds(batch=2, seq_len=10)
+    with torch.no_grad():
+        cos = distill_losses.output_cosine(
+            student.forward(feeds), teacher.forward(feeds), feeds["attention_mask"]
+        )
+    # Dropping half the MLP channels by magnitude leaves a usable starting point.
+    assert cos.min().item() > 0.5
