@@ -229,3 +229,17 @@ def test_text_rows_are_tokenized_for_an_exported_checkpoint() -> None:
     assert (once[0]["input_ids"][:, 0] == once[0]["input_ids"][0, 0]).all()  # [CLS] starts every row
     timing = batches(inputs, dataset=texts, batch_size=4, rows=12, sequence_length=24, tokenizer_folder=materials.minilm_folder(), full_batches=True)
     assert [f["input_ids"].shape[0] for f in timing] == [4, 4, 4]
+
+
+def test_an_onnx_model_runs_in_pytorch_when_asked(tmp_path: Path) -> None:
+    report = benchmark_models(
+        ModelFile(path=materials.digits_cnn_onnx(), format="onnx"),
+        [],
+        dataset=None,
+        config=BenchmarkConfig(runtime="torch", batch_sizes=[4], threads=1, time_budget_seconds=0.5, measure_memory=False),
+    )
+    base = report["baseline"]
+    assert base["runtime"]["runtime"] == "torch" and base["runtime"]["converted_by"].startswith("onnx2torch")
+    assert base["macs"] == DIGITS_CNN_MACS  # FlopCounterMode agrees with the ONNX count
+    assert base["macs_method"].startswith("torch.utils.flop_counter")
+    assert base["latency_ms"]["4"]["runs"] >= 30
