@@ -42,7 +42,7 @@ def test_global_gradual_90_percent_keeps_accuracy_and_compresses_5x(
         "sparsity": 0.9,
         "scope": "global",
         "steps": 3,
-        "finetune_epochs": 1,
+        "finetune_epochs": 2,
     }
     out, ctx = run_step(step, cnn, tmp_path, digits_train_dataset())
 

@@ -121,3 +121,27 @@ def test_taylor_importance_without_labels_is_refused_before_running(
             tmp_path,
             unlabelled,
         )
+
+
+def test_rounds_stop_at_the_quality_bound_and_keep_the_last_good_model(
+    cnn: ModelFile, tmp_path: Path
+) -> None:
+    # Round 1 (1 epoch of fine-tuning) recovers; removing 90% of the channels by round 3 cannot.
+    step = {
+        "op": "prune",
+        "method": "structured",
+        "ratio": 0.9,
+        "round_to": None,
+        "steps": 3,
+        "finetune_epochs": 1,
+        "max_metric_drop": 0.02,
+    }
+    out, ctx = run_step(step, cnn, tmp_path, digits_train_dataset())
+    report = ctx.report_sections["prune"]
+    assert report["stopped_early"] is True
+    assert report["rounds"][-1]["accepted"] is False
+    kept = [r for r in report["rounds"] if r["accepted"]]
+    assert kept, report["rounds"]
+    # The delivered model is the last accepted round's, and it meets the bound.
+    assert report["params"] == kept[-1]["params"]
+    assert kept[-1]["metric"] >= report["metric_unpruned"] - 0.02
