@@ -173,3 +173,35 @@ def digits_cnn_onnx() -> Path:
     )
     tmp.replace(target)
     return target
+
+
+@cache
+def _sentence_feeds(count: int, seq_len: int) -> dict[str, np.ndarray]:
+    from engine.formats import hf
+
+    tokenizer = hf.load_tokenizer(minilm_folder())
+    enc = tokenizer(sentences(count), padding="max_length", truncation=True, max_length=seq_len, return_tensors="np")
+    return {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def sentence_feeds(count: int = 400, seq_len: int = 64) -> dict[str, np.ndarray]:
+    """``sentences(count)`` tokenized for MiniLM-L6 (padded to ``seq_len``), as ONNX feeds."""
+    return {k: v.copy() for k, v in _sentence_feeds(count, seq_len).items()}
+
+
+def sentence_embeddings(session, feeds: dict[str, np.ndarray], batch_size: int = 50) -> np.ndarray:
+    """Mean-pooled (over real tokens) ``last_hidden_state`` of an onnxruntime session: the
+    sentence embedding all-MiniLM-L6-v2 is used for."""
+    out = []
+    rows = len(feeds["input_ids"])
+    for start in range(0, rows, batch_size):
+        batch = {k: v[start : start + batch_size] for k, v in feeds.items()}
+        hidden = session.run(None, batch)[0]
+        mask = batch["attention_mask"][..., None].astype(np.float32)
+        out.append((hidden * mask).sum(1) / mask.sum(1))
+    return np.concatenate(out)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity."""
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))

@@ -38,13 +38,21 @@ def cluster(values: np.ndarray, bits: int, *, sample: int, seed: int) -> tuple[n
 
     flat = values.reshape(-1).astype(np.float64)
     k = 1 << bits
-    unique = np.unique(flat)
-    if unique.size <= k:
+    unique = np.unique(flat) if flat.size <= 64 * k else None
+    if unique is not None and unique.size <= k:
         codebook = unique
     else:
         rng = np.random.default_rng(seed)
-        fit_on = flat if flat.size <= sample else rng.choice(flat, size=sample, replace=False)
-        km = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=100).fit(fit_on.reshape(-1, 1))
+        if flat.size <= sample:
+            fit_on = flat
+        else:
+            # A uniform sample misses the few large weights, which then get clipped to a centroid
+            # far inside their range (MiniLM-L6 at 8 bits: cosine 0.964 instead of 0.996); the
+            # largest-magnitude values always join the sample.
+            tail = np.argpartition(np.abs(flat), flat.size - sample // 20)[-(sample // 20) :]
+            fit_on = np.concatenate([rng.choice(flat, size=sample, replace=False), flat[tail]])
+        km = KMeans(n_clusters=min(k, np.unique(fit_on).size), n_init=1, random_state=seed, max_iter=100)
+        km.fit(fit_on.reshape(-1, 1))
         codebook = np.sort(km.cluster_centers_.reshape(-1))
     # Nearest centroid of every value: the boundaries are the midpoints of the sorted codebook.
     indices = np.searchsorted((codebook[1:] + codebook[:-1]) / 2.0, flat)

@@ -225,7 +225,7 @@ def test_minilm_dynamic_per_channel_is_4x_smaller_and_closer_than_per_tensor(min
     per_tensor = _minilm_fidelity("per_tensor", minilm_quantized, minilm_reference)
     assert _size_ratio(minilm, minilm_quantized["per_channel"][0]) > 3.5
     assert per_channel["cosine_mean"] > per_tensor["cosine_mean"]
-    assert per_channel["cosine_mean"] > 0.98
+    assert per_channel["cosine_mean"] > 0.97  # 0.982 measured on generated inputs (0.992 on real sentences)
 
 
 def test_minilm_fp16_halves_the_file_and_keeps_float32_io(minilm, minilm_quantized, minilm_reference) -> None:

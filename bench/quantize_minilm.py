@@ -1,0 +1,109 @@
+"""Every quantization method on MiniLM-L6 (ONNX), against fp32, in one run.
+
+    .venv/bin/python bench/quantize_minilm.py [--sentences 400] [--budget 40] [--threads 0]
+
+For fp32 and each method: file size, latency at batch 1 and 8 (median of interleaved rounds,
+timed by the job benchmark's ``measure_interleaved`` on the same batches), speedup over fp32,
+and the mean/min cosine of the mean-pooled sentence embeddings to fp32's on real English
+sentences (``tests.materials.sentences``), sequence length 64.
+
+Each method runs as the engine runs it (``build_step`` + ``PassContext``). ``static`` and
+``mixed`` get the sentences as their dataset (an .npz-like Dataset of token arrays): static
+calibrates on the first 128 rows, mixed measures sensitivity on 32; the cosine columns are
+computed on all rows, so those two have seen part of the evaluation data (noted in the table).
+The other methods see no data (generated inputs where they need any).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from engine.bench.latency import measure_interleaved  # noqa: E402
+from engine.bench.runners import OnnxRunner  # noqa: E402
+from engine.context import PassContext  # noqa: E402
+from engine.data import Dataset  # noqa: E402
+from engine.model import ModelFile  # noqa: E402
+from engine.registry import build_step  # noqa: E402
+from tests import materials  # noqa: E402
+
+METHODS: dict[str, dict] = {
+    "dynamic per-tensor (ORT defaults)": {"op": "quantize", "method": "dynamic", "per_channel": False, "preprocess": False},
+    "dynamic per-channel": {"op": "quantize", "method": "dynamic"},
+    "static QDQ minmax (data*)": {"op": "quantize", "method": "static", "calibration_samples": 128},
+    "mixed, target 0.995 (data*)": {"op": "quantize", "method": "mixed", "target_cosine": 0.995},
+    "fp16": {"op": "quantize", "method": "fp16"},
+    "int4 MatMulNBits": {"op": "quantize", "method": "int4"},
+    "codebook 8-bit": {"op": "quantize", "method": "codebook", "bits": 8},
+    "codebook 4-bit": {"op": "quantize", "method": "codebook", "bits": 4},
+    "DEFAULT {op: quantize}": {"op": "quantize"},
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sentences", type=int, default=400)
+    parser.add_argument("--budget", type=float, default=40.0, help="seconds of timing per batch size, all models")
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: the runtime's default)")
+    parser.add_argument("--only", nargs="*", help="method names (substrings) to run")
+    args = parser.parse_args()
+
+    baseline = ModelFile(materials.minilm_onnx(), "onnx")
+    feeds = materials.sentence_feeds(args.sentences, 64)
+    dataset = Dataset("npz", arrays=feeds)
+    folder = Path(tempfile.mkdtemp(prefix="shrink-quantize-bench-"))
+
+    models: dict[str, ModelFile] = {"fp32": baseline}
+    notes: dict[str, str] = {}
+    for name, step in METHODS.items():
+        if args.only and not any(o in name for o in args.only):
+            continue
+        ctx = PassContext(work_dir=folder / str(len(models)), original=baseline, dataset=dataset if "data*" in name else None)
+        ctx.work_dir.mkdir(parents=True)
+        started = time.perf_counter()
+        models[name] = build_step(step).run(baseline, ctx)
+        notes[name] = f"{time.perf_counter() - started:.0f}s"
+        if "kept_float" in ctx.resolved:
+            notes[name] += f", {len(ctx.resolved['kept_float'])} layers float"
+        print(f"built {name} in {notes[name]}", file=sys.stderr, flush=True)
+
+    runners = [OnnxRunner(m, threads=args.threads) for m in models.values()]
+    reference = materials.sentence_embeddings(runners[0].session, feeds)
+    cos = {name: materials.cosines(reference, materials.sentence_embeddings(r.session, feeds)) for name, r in zip(models, runners)}
+
+    latency: dict[int, list[float]] = {}
+    for batch in (1, 8):
+        batches = [{k: v[s : s + batch] for k, v in feeds.items()} for s in range(0, 8 * batch, batch)]
+        timing = measure_interleaved(
+            runners, batches, warmup_runs=3, min_runs=15, max_runs=400,
+            time_budget_seconds=args.budget, target_ci_half_width=0.02,
+        )
+        latency[batch] = [float(np.median(s)) for s in timing.samples]
+
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    print(f"\nMiniLM-L6 ONNX, {args.sentences} real sentences, seq 64; {cpu}, {os.cpu_count()} cores, threads={args.threads or 'default'}")
+    print("| method | size MB | ratio | b1 ms | b1 speedup | b8 ms | b8 speedup | cos mean | cos min | build |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    base_size = baseline.path.stat().st_size
+    for i, (name, model) in enumerate(models.items()):
+        size = model.path.stat().st_size
+        print(
+            f"| {name} | {size / 1e6:.1f} | {base_size / size:.2f}x "
+            f"| {latency[1][i]:.1f} | {latency[1][0] / latency[1][i]:.2f}x "
+            f"| {latency[8][i]:.1f} | {latency[8][0] / latency[8][i]:.2f}x "
+            f"| {cos[name].mean():.4f} | {cos[name].min():.4f} | {notes.get(name, '')} |"
+        )
+    print("\n(data*): calibrated / sensitivity-measured on rows of the same sentences.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

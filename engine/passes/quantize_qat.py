@@ -1,0 +1,92 @@
+"""Quantization-aware training: torchao fake quantization during fine-tuning on the job's dataset,
+then delivery as an onnxruntime int8 model.
+
+1. The model is loaded as PyTorch (``load_torch``: HF checkpoint, or ONNX through onnx2torch).
+2. torchao's ``QATConfig`` swaps every ``nn.Linear`` for a fake-quantized one: weights int8
+   symmetric per output channel (what onnxruntime's int8 kernels use), activations int8
+   asymmetric computed at run time. torchao 0.18 refuses per-tensor activation fake quantization,
+   so training sees per-token ranges, slightly finer than onnxruntime's per-tensor dynamic ones.
+3. The shared training loop (``engine.training.fit``) fine-tunes it (labels when the dataset has
+   them, else toward the original's outputs).
+4. ``QATConfig(step="convert")`` removes the fake quantizers; the trained float weights are
+   exported to ONNX and quantized with onnxruntime's dynamic int8, per channel and symmetric,
+   which recomputes the same per-channel scales (absmax / 127) from the same weights.
+
+Why not deliver torchao's own int8 tensors: on torchao 0.18 they cannot be saved with
+safetensors (measured: ``save_pretrained`` fails on the tensor subclass) nor exported to ONNX,
+and the service delivers safetensors or ONNX only. The output is therefore always ONNX.
+
+Limits: torchao's QAT covers ``nn.Linear`` (and embeddings), not convolutions; a CNN's convolutions
+are quantized at delivery without having been trained for it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from engine.context import PassContext
+from engine.model import ModelFile
+from engine.passes import _onnx_quant
+from engine.registry import Pass
+from engine.training import TrainConfig
+
+
+class QatConfig(TrainConfig):
+    objective: Literal["auto", "labels", "distill"] = Field(
+        "auto", description="labels: cross-entropy on the dataset's labels; distill: match the original's outputs"
+    )
+    fake_quantize_activations: bool = Field(
+        True, description="also fake-quantize Linear inputs (int8, dynamic per token; onnxruntime then uses per tensor)"
+    )
+
+
+class QuantizationAwareTraining(Pass):
+    op = "quantize"
+    method = "qat"
+    config_type = QatConfig
+    summary = "quantization-aware training (torchao fake quant + fine-tuning), delivered as ONNX int8"
+    accepts = ("onnx", "hf")
+    devices = ("cpu", "cuda")
+    needs_dataset = True
+
+    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        import os
+
+        os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")  # CUDA .so noise on CPU
+        from torchao.quantization import quantize_
+        from torchao.quantization.qat import IntxFakeQuantizeConfig, QATConfig
+
+        import torch
+
+        from engine import training
+        from engine.formats import torch_bridge
+        from engine.formats.torch_model import load_torch, save_torch
+
+        cfg: QatConfig = self.config  # type: ignore[assignment]
+        ctx.require_dataset("quantization-aware training fine-tunes on it")
+        tm = load_torch(model).trainable()
+        weight_config = IntxFakeQuantizeConfig(torch.int8, "per_channel", is_symmetric=True)
+        activation_config = (
+            IntxFakeQuantizeConfig(torch.int8, "per_token", is_symmetric=False)
+            if cfg.fake_quantize_activations
+            else None
+        )
+        quantize_(tm.module, QATConfig(activation_config=activation_config, weight_config=weight_config, step="prepare"))
+        fake_quantized = sum(type(m).__name__ == "FakeQuantizedLinear" for m in tm.module.modules())
+        result = training.fit(tm, ctx, cfg, objective=cfg.objective, name="qat")
+        quantize_(tm.module, QATConfig(step="convert"))
+        ctx.add_report_section("qat", {**result.summary(), "fake_quantized_linears": fake_quantized, "history": result.history})
+
+        trained = save_torch(tm, ctx.subdir("trained"))
+        if trained.format == "hf":
+            onnx_path = ctx.subdir("exported") / "model.onnx"
+            torch_bridge.export_hf_onnx(tm.module, trained.path, onnx_path)
+            trained = trained.with_path(onnx_path, "onnx")
+        ctx.check_cancel()
+        src = _onnx_quant.preprocess(trained.path, ctx.work_dir / "preprocessed.onnx")
+        dest = _onnx_quant.dynamic_int8(src, ctx.work_dir / "model.onnx", per_channel=True, symmetric_weights=True)
+        src.unlink(missing_ok=True)
+        ctx.resolved.update(fake_quantized_linears=fake_quantized, delivered_as="onnx dynamic int8 per-channel")
+        return trained.with_path(dest, "onnx")
