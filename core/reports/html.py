@@ -103,6 +103,104 @@ def _get(d: Any, *keys: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
+# A stored report, coerced into the shape the page draws. Reports come from our engine, but the
+# page is served from whatever JSON was stored: a part of the wrong type is dropped, never fatal.
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _pair(value: Any) -> list[float] | None:
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        lo, hi = _num(value[0]), _num(value[1])
+        if lo is not None and hi is not None:
+            return [lo, hi]
+    return None
+
+
+def _numbers(value: Any) -> list[float] | None:
+    if not isinstance(value, list):
+        return None
+    out = [_num(v) for v in value]
+    return None if any(v is None for v in out) else [v for v in out if v is not None]
+
+
+def _latency(value: Any) -> dict[str, Any]:
+    lat = _dict(value)
+    out: dict[str, Any] = {k: _num(lat.get(k)) for k in ("p50", "p90", "p99", "mean", "min", "max")}
+    out["runs"] = _num(lat.get("runs"))
+    out["p50_ci95"] = _pair(lat.get("p50_ci95"))
+    out["quantiles"] = {k: v for k, v in ((k, _num(v)) for k, v in _dict(lat.get("quantiles")).items()) if v is not None}
+    hist = _dict(lat.get("histogram"))
+    edges, counts = _numbers(hist.get("edges")), _numbers(hist.get("counts"))
+    if edges and counts and len(edges) == len(counts) + 1 and all(c >= 0 for c in counts) and edges[0] > 0:
+        out["histogram"] = {"edges": edges, "counts": counts}
+    return out
+
+
+def _metrics(value: Any) -> dict[str, Any]:
+    m = _dict(value)
+    m["latency_ms"] = {bs: _latency(v) for bs, v in _dict(m.get("latency_ms")).items() if isinstance(v, dict)}
+    for key in ("quality", "fidelity", "memory", "runtime"):
+        m[key] = _dict(m.get(key))
+    m["memory"]["peak_above_idle_bytes"] = _dict(m["memory"].get("peak_above_idle_bytes"))
+    return m
+
+
+def _candidate(value: dict[str, Any], index: int) -> dict[str, Any]:
+    ratios = _dict(value.get("ratios"))
+    speedup = {}
+    for bs, item in _dict(ratios.get("speedup")).items():
+        item = _dict(item)
+        speedup[bs] = {"value": _num(item.get("value")), "ci95": _pair(item.get("ci95")), "verdict": str(item.get("verdict") or "")}
+    ratios["speedup"] = speedup
+    change = _dict(ratios.get("quality_change"))
+    ratios["quality_change"] = (
+        {**change, "metric": str(change.get("metric")), "delta_ci95": _pair(change.get("delta_ci95"))}
+        if change.get("metric")
+        else None
+    )
+    flags = value.get("flags")
+    return {
+        **value,
+        "id": str(value.get("id") or f"candidate {index + 1}"),
+        "metrics": _metrics(value.get("metrics")),
+        "ratios": ratios,
+        "flags": [str(f) for f in flags] if isinstance(flags, list) else [],
+        "flag_reasons": {k: str(v) for k, v in _dict(value.get("flag_reasons")).items()},
+    }
+
+
+def _sensitivity(value: Any) -> dict[str, Any] | None:
+    section = _dict(value)
+    layers = []
+    for layer in section.get("layers") if isinstance(section.get("layers"), list) else []:
+        layer = _dict(layer)
+        if _num(layer.get("score")) is not None:
+            layers.append({"name": str(layer.get("name", "")), "score": _num(layer["score"]), "kept_float": bool(layer.get("kept_float"))})
+    return {"metric": str(section.get("metric") or "score"), "layers": layers} if layers else None
+
+
+def normalized(report: Any) -> dict[str, Any]:
+    r = _dict(report)
+    out = dict(r)
+    out["baseline"] = _metrics(r.get("baseline"))
+    candidates = r.get("candidates") if isinstance(r.get("candidates"), list) else []
+    out["candidates"] = [_candidate(c, i) for i, c in enumerate(candidates) if isinstance(c, dict)]
+    for key in ("environment", "config", "dataset", "sections"):
+        out[key] = _dict(r.get(key))
+    out["sections"] = {**out["sections"], "sensitivity": _sensitivity(out["sections"].get("sensitivity"))}
+    steps = r.get("steps") if isinstance(r.get("steps"), list) else []
+    out["steps"] = [_dict(s) for s in steps if isinstance(s, dict)]
+    notes = r.get("notes") if isinstance(r.get("notes"), list) else []
+    out["notes"] = [str(n) for n in notes]
+    best = r.get("best_candidate_id")
+    out["best_candidate_id"] = str(best) if best else None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # The models of a report
 
 
@@ -624,8 +722,17 @@ details{margin:8px 0}pre{background:#f9fafb;border:1px solid #e5e7eb;padding:10p
 """
 
 
+def _safe(draw: Callable[..., str], *args: Any) -> str:
+    """One part of the page; a part that cannot be drawn says so and the page still renders."""
+    try:
+        return draw(*args)
+    except Exception as exc:  # noqa: BLE001 - the page must render whatever the stored JSON holds
+        return f'<p class="note">This part of the report could not be drawn ({esc(type(exc).__name__)}).</p>'
+
+
 def render_report_html(report: dict[str, Any], *, title: str) -> str:
     """The report as one self-contained HTML page (see the module docstring)."""
+    report = normalized(report)
     sizes = batch_sizes(report)
     env = report.get("environment") or {}
     best = report.get("best_candidate_id")
@@ -641,11 +748,11 @@ def render_report_html(report: dict[str, Any], *, title: str) -> str:
 
     for note in report.get("notes") or []:
         body.append(f'<p class="note">{esc(note)}</p>')
-    lines = summary_lines(report)
-    if lines:
+    lines = _safe(lambda: "\x00".join(summary_lines(report))).split("\x00")
+    if any(lines):
         body.append('<ul class="summary">' + "".join(f"<li>{line}</li>" for line in lines) + "</ul>")
     body.append("<h2>Baseline and candidates</h2>")
-    body.append(models_table(report))
+    body.append(_safe(models_table, report))
     body.append(
         '<p class="meta">Latency: p50 of interleaved runs with its 95% block-bootstrap interval. Speedup: '
         "baseline p50 / candidate p50 with a paired 95% interval; green when the interval lies above 1, red "
@@ -656,21 +763,21 @@ def render_report_html(report: dict[str, Any], *, title: str) -> str:
         axis = quality_axis(report)
         body.append("<h2>Latency and quality</h2>")
         body.append(
-            f"<figure>{scatter_svg(report, sizes[0])}<figcaption>Each model at batch size {esc(sizes[0])}: p50 latency "
+            f"<figure>{_safe(scatter_svg, report, sizes[0])}<figcaption>Each model at batch size {esc(sizes[0])}: p50 latency "
             f"(bars: 95% interval) against {esc(axis.label)}. The dashed red line is the Pareto front: the models "
             "that no other model beats on both. Crossed markers are flagged.</figcaption></figure>"
         )
     if sizes:
         body.append("<h2>Latency distributions</h2>")
         for bs in sizes:
-            body.append(f"<h3>Batch size {esc(bs)}</h3><figure>{distribution_svg(report, bs)}</figure>")
+            body.append(f"<h3>Batch size {esc(bs)}</h3><figure>{_safe(distribution_svg, report, bs)}</figure>")
 
-    sections = report.get("sections") or {}
-    sensitivity = sections.get("sensitivity") if isinstance(sections, dict) else None
-    if isinstance(sensitivity, dict) and sensitivity.get("layers"):
+    sections = report["sections"]
+    sensitivity = sections.get("sensitivity")
+    if sensitivity:
         body.append("<h2>Per-layer sensitivity</h2>")
         body.append(
-            f"<figure>{sensitivity_svg(sensitivity)}<figcaption>{esc(sensitivity.get('metric', 'score'))} per layer, in "
+            f"<figure>{_safe(sensitivity_svg, sensitivity)}<figcaption>{esc(sensitivity.get('metric', 'score'))} per layer, in "
             "graph order; orange layers were kept in float.</figcaption></figure>"
         )
         rows = "".join(
@@ -681,12 +788,12 @@ def render_report_html(report: dict[str, Any], *, title: str) -> str:
             f'<details><summary>all {len(sensitivity["layers"])} layers</summary><table class="kv"><tr><th>layer</th>'
             f"<th>{esc(sensitivity.get('metric', 'score'))}</th><th>kept float</th></tr>{rows}</table></details>"
         )
-    others = {k: v for k, v in sections.items() if k != "sensitivity"} if isinstance(sections, dict) else {}
+    others = {k: v for k, v in sections.items() if k != "sensitivity"}
     for name, value in others.items():
         body.append(f"<h3>{esc(name)}</h3><details><summary>details</summary><pre>{esc(json.dumps(value, indent=1, default=str))}</pre></details>")
 
-    if report.get("steps"):
-        body.append("<h2>Steps</h2>" + kv_table({s.get("name", "?"): f"{s.get('seconds', '?')} s" for s in report["steps"]}))
+    if report["steps"]:
+        body.append("<h2>Steps</h2>" + kv_table({str(s.get("name", "?")): f"{s.get('seconds', '?')} s" for s in report["steps"]}))
     body.append("<h2>Environment</h2>" + kv_table(env))
     if report.get("config"):
         body.append("<h2>Benchmark settings</h2>" + kv_table(report["config"]))

@@ -179,6 +179,42 @@ def test_sparse_reports_render_without_errors() -> None:
     assert "<svg" not in render_report_html({"baseline": {}, "candidates": [], "environment": {}}, title="empty")
 
 
+def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:
+    out: list[tuple] = []
+    items = node.items() if isinstance(node, dict) else enumerate(node[:3]) if isinstance(node, list) else []
+    for key, value in items:
+        out.append((*prefix, key))
+        out.extend(_paths(value, (*prefix, key)))
+    return out
+
+
+def test_a_damaged_stored_report_still_renders_every_part() -> None:
+    """The page is served from stored JSON: any part of the wrong type or missing is left out,
+    and the page renders; no part falls back to its error note."""
+    import copy
+
+    original = realistic_report()
+    paths = _paths(original)
+    rng = random.Random(7)
+    for _ in range(300):
+        report = copy.deepcopy(original)
+        for _ in range(rng.randint(1, 6)):
+            path = rng.choice(paths)
+            node: Any = report
+            try:
+                for key in path[:-1]:
+                    node = node[key]
+                replacement = rng.choice(["delete", None, float("nan"), "x", -1, 0, [], {}])
+                if replacement == "delete":
+                    del node[path[-1]]
+                else:
+                    node[path[-1]] = replacement
+            except (KeyError, IndexError, TypeError):
+                continue
+        page = render_report_html(report, title="damaged")
+        assert page.startswith("<!DOCTYPE html>") and "could not be drawn" not in page
+
+
 def test_rendering_never_imports_torch_onnx_or_numpy() -> None:
     code = (
         "import json, sys; from core.reports import render_report_html; "
