@@ -45,12 +45,19 @@ class _InMemoryRunner:
         return self.tm.module, tuple(tensors[n] for n in self.tm.input_names)
 
 
-def count_macs(tm: TorchModel, *, seq_len: int = MACS_SEQUENCE_LENGTH) -> int:
+def macs_sequence_length(tm: TorchModel) -> int:
+    """128 tokens, or fewer for a model whose position table is shorter."""
+    limit = getattr(getattr(tm.module, "config", None), "max_position_embeddings", None)
+    return min(MACS_SEQUENCE_LENGTH, int(limit)) if limit else MACS_SEQUENCE_LENGTH
+
+
+def count_macs(tm: TorchModel) -> int:
     """MACs of one inference at batch size 1, counted as the job's benchmark counts them."""
     from engine.bench import macs
     from engine.errors import InternalEngineError
 
-    feed = {k: v.numpy() for k, v in tm.example_feeds(batch=1, seq_len=seq_len).items()}
+    feeds = tm.example_feeds(batch=1, seq_len=macs_sequence_length(tm))
+    feed = {k: v.numpy() for k, v in feeds.items()}
     was_training = tm.module.training
     tm.module.eval()
     try:
@@ -66,5 +73,5 @@ def module_summary(tm: TorchModel) -> dict[str, Any]:
     macs = count_macs(tm)
     out: dict[str, Any] = {"params": parameter_count(tm.module), "macs": macs}
     if tm.kind == "hf":
-        out["macs_sequence_length"] = MACS_SEQUENCE_LENGTH
+        out["macs_sequence_length"] = macs_sequence_length(tm)
     return out

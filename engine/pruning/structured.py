@@ -146,7 +146,7 @@ def build_pruner(
         example = tuple(feeds[n] for n in tm.input_names)
         options["ignored_layers"] = output_layers(tm.module)
         options["output_transform"] = _primary_output
-    return tp.pruner.BasePruner(
+    pruner = tp.pruner.BasePruner(
         tm.module,
         example,
         importance=importance_criterion(importance),
@@ -156,6 +156,29 @@ def build_pruner(
         round_to=round_to,
         **options,
     )
+    if tm.kind == "hf" and head_ratio > 0:
+        heads = min(int(a.num_attention_heads) for a in transformer_layout(tm.module).attention)
+        pruner.per_step_head_pruning_ratio = head_step_ratios(heads, head_ratio, iterative_steps)
+    return pruner
+
+
+def head_step_ratios(heads: int, head_ratio: float, steps: int) -> list[float]:
+    """Per-step head ratios for torch-pruning that reach ``head_ratio`` of the original heads.
+
+    torch-pruning 1.6.1 removes ``ceil(ratio * current_heads)`` heads per step when pruning
+    locally, so its own linear schedule compounds (12 heads, 0.5 in two steps: 12 -> 9 -> 4, not
+    6). These ratios name exactly the heads to remove at each step, against the count left.
+    """
+    removed_by = [
+        min(heads - 1, int(heads * head_ratio * k / steps + 0.5)) for k in range(steps + 1)
+    ]
+    remaining = [heads - n for n in removed_by]
+    ratios = [0.0]  # torch-pruning indexes the list by its step counter, which starts at 1
+    for before, after in zip(remaining, remaining[1:], strict=False):
+        removed = before - after
+        # Just under removed/before, so that ceil() gives ``removed`` despite float rounding.
+        ratios.append((removed - 0.01) / before if removed > 0 else 0.0)
+    return ratios
 
 
 def sync_attention_config(tm: TorchModel) -> dict[str, Any]:

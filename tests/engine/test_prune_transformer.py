@@ -112,3 +112,36 @@ def test_stock_transformers_refuses_head_pruned_checkpoint_rather_than_reinitial
     out, _ = pruned
     with pytest.raises(RuntimeError, match="mismatch"):
         transformers.AutoModel.from_pretrained(str(out.path))
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> ModelFile:
+    """A small randomly initialised BERT saved as a checkpoint: the round mechanics, fast."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=1000,
+        hidden_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=12,
+        intermediate_size=192,
+        max_position_embeddings=64,
+    )
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    transformers.BertModel(config).eval().save_pretrained(str(folder), safe_serialization=True)
+    return ModelFile(folder, "hf")
+
+
+def test_heads_removed_over_rounds_reach_the_ratio_of_the_original_count(
+    tiny_bert: ModelFile, tmp_path: Path
+) -> None:
+    # torch-pruning's own schedule would compound (12 -> 9 -> 4); the pass asks for 12 -> 9 -> 6.
+    step = {"op": "prune", "method": "structured", "ratio": 0.5, "head_ratio": 0.5, "steps": 2}
+    out, ctx = run_step(step, tiny_bert, tmp_path)
+    rounds = ctx.report_sections["prune"]["rounds"]
+    assert [r["attention_heads"] for r in rounds] == [[9, 9], [6, 6]]
+    assert [r["intermediate_size"] for r in rounds] == [144, 96]
+    model = hf.load_model(out.path)
+    assert [layer.attention.self.num_attention_heads for layer in model.encoder.layer] == [6, 6]
