@@ -145,3 +145,26 @@ def test_heads_removed_over_rounds_reach_the_ratio_of_the_original_count(
     assert [r["intermediate_size"] for r in rounds] == [144, 96]
     model = hf.load_model(out.path)
     assert [layer.attention.self.num_attention_heads for layer in model.encoder.layer] == [6, 6]
+
+
+def test_magnitude_on_a_checkpoint_keeps_embeddings_dense_and_loads_in_stock_transformers(
+    tiny_bert: ModelFile, tmp_path: Path
+) -> None:
+    import transformers
+    from safetensors.numpy import load_file
+
+    step = {"op": "prune", "method": "magnitude", "sparsity": 0.5, "scope": "local"}
+    out, _ = run_step(step, tiny_bert, tmp_path)
+    weights = load_file(str(out.path / "model.safetensors"))
+    matrices = {name: w for name, w in weights.items() if w.ndim >= 2}
+    for name, weight in matrices.items():
+        zeros = float((weight == 0).mean())
+        if "embeddings" in name:  # looked up, not multiplied: left dense
+            assert zeros < 0.01, name
+        else:
+            assert zeros == pytest.approx(0.5, abs=0.01), name
+    # 2 layers x (query, key, value, attention output, FFN in, FFN out) + the pooler
+    assert sum("embeddings" not in name for name in matrices) == 2 * 6 + 1
+    # No structural change: a stock transformers checkpoint, and the job ships it deflated.
+    transformers.AutoModel.from_pretrained(str(out.path))
+    assert out.meta["sparsity"] > 0.3
