@@ -91,3 +91,16 @@ def test_pytorch_pruning_refuses_unconvertible_graph_naming_the_operators(
         step.check(model, PassContext(work_dir=tmp_path, original=model))  # before any work
     assert caught.value.detail["unsupported_operators"] == ["ai.onnx::Shrink"]
     assert "onnx magnitude pruning" in caught.value.message
+
+
+def test_every_prune_option_is_described_for_the_capabilities_schema() -> None:
+    from engine.registry import all_passes, step_schema
+
+    prune_passes = [p for p in all_passes() if p.op == "prune"]
+    assert {p.method for p in prune_passes} == {"magnitude", "structured", "onnx_magnitude"}
+    for pass_type in prune_passes:
+        schema = step_schema(pass_type)
+        for name, field in schema["properties"].items():
+            if name not in ("op", "method"):
+                assert field.get("description"), f"{pass_type.method}.{name}"
+        assert schema["additionalProperties"] is False
