@@ -161,10 +161,14 @@ def narrower_ffn(teacher: TorchModel, ffn_ratio: float) -> TorchModel:
         score = torch.zeros(size)
         for dep, _ in group:
             layer = dep.target.module
-            if isinstance(layer, nn.Linear):
-                seen.add(id(layer)) if layer.out_features == size else None
-                w = layer.weight.detach()
-                score += (w.norm(dim=1) if layer.out_features == size else w.norm(dim=0)).cpu() ** 2
+            if not isinstance(layer, nn.Linear):
+                continue
+            w = layer.weight.detach()
+            if layer.out_features == size:  # an expander (gated MLPs have two): rows are channels
+                seen.add(id(layer))
+                score += w.norm(dim=1).cpu() ** 2
+            else:  # the contracting layer: columns are channels
+                score += w.norm(dim=0).cpu() ** 2
         drop = torch.argsort(score)[: size - keep].tolist()
         graph.get_pruning_group(linear, tp.prune_linear_out_channels, idxs=drop).prune()
     module.config.intermediate_size = keep

@@ -41,10 +41,62 @@ def linear_layers(
     return found
 
 
-def spectrum(name: str, weight: Any) -> rank_rules.Spectrum:
+def input_whitening(
+    tm: Any, dataset: Any, names: list[str], *, rows: int, max_length: int
+) -> dict[str, Any]:
+    """Cholesky factor L of each layer's input second moment (C = X^T X / N = L L^T), from the
+    first ``rows`` dataset rows. Truncating W L instead of W minimizes the error of the layer's
+    *outputs* on real inputs (SVD-LLM, Wang et al. 2024): the inputs of a transformer's
+    contracting MLP layer are far from isotropic after GELU, and weight-only SVD wastes rank."""
     import torch
 
-    s = torch.linalg.svdvals(weight.detach().double().cpu()).numpy()
+    from engine.training import torch_batches
+
+    sums: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+
+    def hook(name: str) -> Any:
+        def record(_module: Any, inputs: tuple[Any, ...], _output: Any) -> None:
+            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).double().cpu()
+            sums[name] = sums.get(name, 0) + x.T @ x
+            counts[name] = counts.get(name, 0) + x.shape[0]
+
+        return record
+
+    handles = [tm.module.get_submodule(n).register_forward_hook(hook(n)) for n in names]
+    device = next(tm.module.parameters()).device
+    try:
+        tm.module.eval()
+        with torch.no_grad():
+            for feeds, _ in torch_batches(
+                dataset.take(slice(0, rows)),
+                tm,
+                32,
+                shuffle=False,
+                seed=0,
+                max_length=max_length,
+                device=str(device),
+            ):
+                tm.forward(feeds)
+    finally:
+        for h in handles:
+            h.remove()
+    factors = {}
+    for name in names:
+        c = sums[name] / counts[name]
+        # Damping: dead units make C singular; a small ridge keeps the factor invertible.
+        c = c + 1e-4 * c.diagonal().mean().clamp_min(1e-12) * torch.eye(c.shape[0], dtype=c.dtype)
+        factors[name] = torch.linalg.cholesky(c)
+    return factors
+
+
+def spectrum(name: str, weight: Any, whitening: Any = None) -> rank_rules.Spectrum:
+    import torch
+
+    w = weight.detach().double().cpu()
+    if whitening is not None:
+        w = w @ whitening
+    s = torch.linalg.svdvals(w).numpy()
     rows, cols = weight.shape
     return rank_rules.Spectrum(name, s, rows * cols, rows + cols)
 
@@ -59,18 +111,27 @@ def choose_ranks(
     return rank_rules.ranks_by_sensitivity(spectra, param_ratio)
 
 
-def svd_factors(weight: np.ndarray | Any, rank: int) -> tuple[Any, Any]:
-    """(B [rows, r], A [r, cols]) with B @ A the best rank-r approximation of ``weight``; the
-    singular values are split evenly so both factors have the same scale (better for training)."""
+def svd_factors(weight: np.ndarray | Any, rank: int, whitening: Any = None) -> tuple[Any, Any]:
+    """(B [rows, r], A [r, cols]) with B @ A the best rank-r approximation of ``weight`` (of its
+    outputs on inputs whose second moment is L L^T, when ``whitening`` L is given); the singular
+    values are split evenly so both factors have the same scale (better for training)."""
     import torch
 
     w = torch.as_tensor(weight).detach().double().cpu()
+    if whitening is not None:
+        w = w @ whitening
     u, s, vh = torch.linalg.svd(w, full_matrices=False)
     root = s[:rank].sqrt()
-    return u[:, :rank] * root, root[:, None] * vh[:rank]
+    right = root[:, None] * vh[:rank]
+    if whitening is not None:
+        # right @ L^-1, as a triangular solve: (L^T)^-1 right^T, transposed back.
+        right = torch.linalg.solve_triangular(whitening.T, right.T, upper=True).T
+    return u[:, :rank] * root, right
 
 
-def factorize_linears(module: Any, chosen: dict[str, int | None]) -> list[dict[str, Any]]:
+def factorize_linears(
+    module: Any, chosen: dict[str, int | None], whitening: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Replace each chosen Linear by two; returns what was done, layer by layer."""
     import torch
 
@@ -79,7 +140,7 @@ def factorize_linears(module: Any, chosen: dict[str, int | None]) -> list[dict[s
         linear = module.get_submodule(name)
         if rank is None:
             continue
-        b, a = svd_factors(linear.weight, rank)
+        b, a = svd_factors(linear.weight, rank, (whitening or {}).get(name))
         new = structure.factorized_linear(
             linear.in_features, linear.out_features, rank, linear.bias is not None
         )

@@ -48,6 +48,20 @@ class LowRankSVDConfig(PassConfig):
     min_features: int = Field(
         32, ge=2, le=65536, description="layers with a side smaller than this stay dense"
     )
+    data_aware: bool = Field(
+        True,
+        description=(
+            "PyTorch route (HF checkpoints), when the job has a dataset: truncate W L, L the Cholesky "
+            "factor of the layer's input second moment, so ranks and factors minimize the output error "
+            "on real inputs (SVD-LLM); otherwise, and for ONNX graphs, the weights alone"
+        ),
+    )
+    calibration_rows: int = Field(
+        256, ge=8, le=100_000, description="dataset rows used by data_aware"
+    )
+    max_length: int = Field(
+        64, ge=8, le=4096, description="tokens per text row for data_aware calibration"
+    )
 
 
 class LowRankSVD(Pass):
@@ -124,9 +138,22 @@ class LowRankSVD(Pass):
         found = linear_svd.linear_layers(
             tm.module, target=cfg.target, exclude=cfg.exclude, min_features=cfg.min_features
         )
-        spectra = [linear_svd.spectrum(name, layer.weight) for name, layer in found]
+        whitening = None
+        if cfg.data_aware and ctx.dataset is not None and found:
+            whitening = linear_svd.input_whitening(
+                tm,
+                ctx.dataset,
+                [n for n, _ in found],
+                rows=cfg.calibration_rows,
+                max_length=cfg.max_length,
+            )
+        ctx.resolved["data_aware"] = whitening is not None
+        spectra = [
+            linear_svd.spectrum(name, layer.weight, (whitening or {}).get(name))
+            for name, layer in found
+        ]
         chosen = self._choose(spectra, cfg)
-        layers = linear_svd.factorize_linears(tm.module, chosen)
+        layers = linear_svd.factorize_linears(tm.module, chosen, whitening)
         errors = {
             s.name: rank_rules.relative_error(s.singular_values, chosen[s.name] or 0)
             for s in spectra

@@ -129,3 +129,29 @@ def test_narrower_ffn_student_keeps_the_strongest_mlp_channels():
         )
     # Dropping half the MLP channels by magnitude leaves a usable starting point.
     assert cos.min().item() > 0.5
+
+
+def test_training_ops_default_to_their_methods_and_every_option_is_described():
+    from engine.registry import Pass, build_step, step_schema
+
+    assert build_step({"op": "lowrank"}).name == "lowrank.svd"
+    assert build_step({"op": "finetune"}).name == "finetune.train"
+    assert build_step({"op": "distill", "student": "width"}).name == "distill.kd"
+    for key in [
+        ("finetune", "train"),
+        ("distill", "kd"),
+        ("lowrank", "svd"),
+        ("lowrank", "tucker"),
+        ("lowrank", "cp"),
+    ]:
+        schema = step_schema(Pass._registry[key])
+        undescribed = [
+            k
+            for k, v in schema["properties"].items()
+            if k not in ("op", "method") and "description" not in v
+        ]
+        assert not undescribed, (key, undescribed)
+    from engine.errors import ConfigInvalid
+
+    with pytest.raises(ConfigInvalid, match="width_multiplier"):
+        build_step({"op": "distill", "width_multiplier": 1.5})

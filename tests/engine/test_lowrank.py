@@ -183,3 +183,23 @@ def test_cp_recovers_a_convolution_that_has_low_cp_rank():
         want, got = conv(x), cp(x)
     assert [type(m).__name__ for m in cp] == ["Conv2d"] * 4 and cp[1].groups == 3
     assert ((want - got).norm() / want.norm()).item() < 1e-3
+
+
+def test_data_aware_factors_have_lower_output_error_on_anisotropic_inputs():
+    from engine.lowrank import linear_svd
+
+    torch.manual_seed(0)
+    weight = torch.randn(64, 96, dtype=torch.float64)
+    # Inputs that live mostly in a few directions, like MLP activations after GELU.
+    x = torch.randn(2000, 96, dtype=torch.float64) * torch.logspace(0, -3, 96, dtype=torch.float64)
+    second_moment = x.T @ x / len(x)
+    whitening = torch.linalg.cholesky(second_moment + 1e-8 * torch.eye(96, dtype=torch.float64))
+
+    def output_error(b: torch.Tensor, a: torch.Tensor) -> float:
+        return ((x @ weight.T - x @ (b @ a).T).norm() / (x @ weight.T).norm()).item()
+
+    plain = output_error(*linear_svd.svd_factors(weight, 16))
+    aware = output_error(*linear_svd.svd_factors(weight, 16, whitening))
+    assert aware < 0.5 * plain, (aware, plain)
+    # At full rank both reproduce the layer exactly.
+    assert output_error(*linear_svd.svd_factors(weight, 64, whitening)) < 1e-8

