@@ -62,11 +62,11 @@ class MagnitudePrune(TorchPrunePass):
     devices = ("cpu", "cuda")
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        from engine.bench.sizes import parameter_counts, size_on_disk
         from engine.formats.torch_model import load_torch, save_torch
         from engine.pruning import magnitude, measure
         from engine.pruning.recovery import prune_in_rounds
         from engine.pruning.schedule import cubic_sparsity, linear_fractions
+        from engine.pruning.sparse_storage import storage_report
 
         cfg: MagnitudePruneConfig = self.config  # type: ignore[assignment]
         tm = load_torch(model).trainable()
@@ -93,24 +93,16 @@ class MagnitudePrune(TorchPrunePass):
         tm.module.to("cpu")
         # Its own folder: a sparse model ships as a deflated zip of that folder (engine.job).
         out = save_torch(tm, ctx.subdir("model"))
-        counts = parameter_counts(out)
-        sizes_before, sizes_after = size_on_disk(model), size_on_disk(out)
+        storage = storage_report(model, out)
         report = {
             "method": "magnitude",
             "scope": cfg.scope,
             "pattern": cfg.pattern,
             "prunable_sparsity": final["sparsity"],
-            "params": counts["params"],
-            "nonzero_params": counts["nonzero_params"],
-            "sparsity": counts["sparsity"],
-            "size_bytes": sizes_after["size_bytes"],
-            "compressed_size_bytes": sizes_after["compressed_size_bytes"],
-            "original_size_bytes": sizes_before["size_bytes"],
-            "original_compressed_size_bytes": sizes_before["compressed_size_bytes"],
+            **storage,
             "macs": measure.count_macs(tm),
-            "speedup": "not claimed: zeros in dense kernels; see the job's benchmark",
             **rounds,
         }
         ctx.add_report_section("prune", report)
         ctx.resolved["achieved_sparsity"] = round(final["sparsity"], 4)
-        return out.with_path(out.path, sparsity=counts["sparsity"])
+        return out.with_path(out.path, sparsity=storage["sparsity"])

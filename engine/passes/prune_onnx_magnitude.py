@@ -45,9 +45,9 @@ class OnnxMagnitudePrune(Pass):
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         import onnx
 
-        from engine.bench.sizes import parameter_counts, size_on_disk
         from engine.formats.onnx_model import load_proto
         from engine.pruning.onnx_initializers import prune_initializers
+        from engine.pruning.sparse_storage import storage_report
 
         cfg: OnnxMagnitudePruneConfig = self.config  # type: ignore[assignment]
         proto = load_proto(model.path)
@@ -58,8 +58,7 @@ class OnnxMagnitudePrune(Pass):
         large = proto.ByteSize() > 1_800_000_000
         onnx.save_model(proto, str(dest), save_as_external_data=large, location="model.onnx.data")
         out = model.with_path(dest, "onnx")
-        counts = parameter_counts(out)
-        sizes_before, sizes_after = size_on_disk(model), size_on_disk(out)
+        storage = storage_report(model, out)
         ctx.add_report_section(
             "prune",
             {
@@ -67,15 +66,8 @@ class OnnxMagnitudePrune(Pass):
                 "scope": cfg.scope,
                 "layers": applied["layers"],
                 "prunable_sparsity": applied["sparsity"],
-                "params": counts["params"],
-                "nonzero_params": counts["nonzero_params"],
-                "sparsity": counts["sparsity"],
-                "size_bytes": sizes_after["size_bytes"],
-                "compressed_size_bytes": sizes_after["compressed_size_bytes"],
-                "original_size_bytes": sizes_before["size_bytes"],
-                "original_compressed_size_bytes": sizes_before["compressed_size_bytes"],
-                "speedup": "not claimed: zeros in dense kernels; see the job's benchmark",
+                **storage,
             },
         )
         ctx.resolved["achieved_sparsity"] = round(applied["sparsity"], 4)
-        return out.with_path(dest, sparsity=counts["sparsity"])
+        return out.with_path(dest, sparsity=storage["sparsity"])
