@@ -7,5 +7,6 @@
 - ``onnx_initializers``: magnitude pruning straight on ONNX weights, no conversion.
 - ``measure``: MACs (torch's FlopCounterMode) and parameter counts of in-memory modules.
 - ``recovery``: rounds of prune -> fine-tune (engine.training.fit) under a quality bound.
+- ``sparse_storage``: what unstructured pruning saved (non-zeros, dense and deflated size).
 - ``torch_pass``: the early checks of the PyTorch pruning passes (convertible graph, data).
 """

@@ -113,13 +113,13 @@ def prune_in_rounds(
         ctx.check_cancel()
         row: dict[str, Any] = {"round": index + 1, **prune_round(index)}
         if finetune:
-            assert validation is not None
-            row["metric_before_finetune"] = evaluate(
-                tm, ctx, validation, max_length=options.max_length
-            )[1]
+            # fit measures the same metric on the same split (same fraction and seed): epoch 0 is
+            # the pruned model before training, and it keeps the best epoch's weights.
             result = fit(tm, ctx, _train_config(options), name=f"{name}-round{index + 1}")
+            row["metric_before_finetune"] = result.history[0]["metric"]
+            metric_name, row["metric"] = result.metric_name, result.best_metric
             row["finetune"] = result.summary()
-        if validation is not None:
+        elif validation is not None:
             metric_name, row["metric"] = evaluate(
                 tm, ctx, validation, max_length=options.max_length
             )
