@@ -39,8 +39,13 @@ class StaticQuantizeConfig(PassConfig):
     op_types: list[
         Literal["MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "Relu", "Clip", "MaxPool", "AveragePool", "Add", "Mul",
                 "Resize", "Reshape", "Transpose", "Flatten", "LayerNormalization", "InstanceNormalization"]
-    ] | None = Field(
-        None, description="operator types to quantize (default: every type onnxruntime supports statically)"
+    ] = Field(
+        default_factory=lambda: ["Conv", "ConvTranspose", "MatMul", "Gemm"],
+        description=(
+            "operator types to quantize; the default is the compute-heavy ones: quantizing everything "
+            "onnxruntime can (Where, LayerNormalization, the attention-mask arithmetic) took MiniLM-L6 "
+            "to cosine 0.39"
+        ),
     )
     nodes_to_exclude: list[str] = Field(default_factory=list, description="node names kept in float")
 
@@ -80,7 +85,7 @@ class StaticQuantize(Pass):
             model_output=str(dest),
             calibration_data_reader=reader,  # type: ignore[arg-type]
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(cfg.op_types) if cfg.op_types else None,
+            op_types_to_quantize=list(cfg.op_types),
             per_channel=cfg.per_channel,
             reduce_range=cfg.reduce_range,
             activation_type=QuantType.QUInt8 if cfg.activation == "uint8" else QuantType.QInt8,
