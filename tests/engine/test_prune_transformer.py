@@ -70,7 +70,7 @@ def test_fidelity_is_reported_before_and_after_finetuning_and_improves(pruned: t
     assert round_one["metric"] > round_one["metric_before_finetune"]
 
 
-def test_pruned_checkpoint_loads_in_transformers_and_runs_in_onnxruntime(
+def test_pruned_checkpoint_loads_through_the_engine_and_runs_in_onnxruntime(
     pruned: tuple, tmp_path: Path
 ) -> None:
     import torch
