@@ -32,8 +32,8 @@ from tests.services import REDIS_URL_BASE, ServiceStack, free_port, postgres_sch
 def write_npz(path: Path, gib: float) -> None:
     """A ~gib GiB .npz written in chunks (never the whole array in memory)."""
     rows = int(gib * 1024**3 // (1024 * 4))
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        with zf.open("image.npy", "w", force_zip64=True) as fh:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf, \
+            zf.open("image.npy", "w", force_zip64=True) as fh:
             header = {"descr": "<f4", "fortran_order": False, "shape": (rows, 1024)}
             np.lib.format.write_array_header_2_0(fh, header)
             chunk = np.random.default_rng(0).standard_normal((4096, 1024)).astype("<f4").tobytes()

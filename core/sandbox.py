@@ -11,6 +11,7 @@ result is the last marked line of stdout (engine/cli.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -160,10 +161,8 @@ def _describe_exit(code: int | None) -> str:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _read_events(fd: int, on_event: Callable[[dict[str, Any]], None] | None) -> None:
@@ -175,7 +174,5 @@ def _read_events(fd: int, on_event: Callable[[dict[str, Any]], None] | None) -> 
                 message = json.loads(line)
             except ValueError:
                 continue
-            try:
+            with contextlib.suppress(Exception):  # a failing progress sink must not kill the job
                 on_event(message)
-            except Exception:  # noqa: BLE001 - a failing progress sink must not kill the job
-                pass

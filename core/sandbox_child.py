@@ -6,6 +6,7 @@ set here rather than in a ``preexec_fn``, which is unsafe in a threaded parent (
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import resource
@@ -19,11 +20,9 @@ def main() -> None:
     memory, cpu, fsize = (int(v) for v in sys.argv[1:4])
     assert sys.argv[4] == "--"
     parent = os.getppid()
-    try:
-        # Die with the worker: a SIGKILLed worker must not leave an engine running unsupervised.
+    # Die with the worker: a SIGKILLed worker must not leave an engine running unsupervised.
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
     if os.getppid() != parent:  # the parent died before the signal was armed
         os._exit(1)
     for limit, value in ((resource.RLIMIT_AS, memory), (resource.RLIMIT_CPU, cpu), (resource.RLIMIT_FSIZE, fsize)):

@@ -100,7 +100,8 @@ class ServiceStack:
                 proc.wait(timeout=10)
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"{name}-{len(self.workers)}-{time.time():.0f}.log", "wb")
+        # The child keeps writing to it after this returns: closed when the process ends.
+        log = open(self.logs / f"{name}-{len(self.workers)}-{time.time():.0f}.log", "wb")  # noqa: SIM115
         return subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def start_worker(self) -> subprocess.Popen[bytes]:
