@@ -75,8 +75,13 @@ def split_outliers(
         return model_path, [], {}
     ranges = activation_ranges(model_path, list(consumers), feeds)
 
+    users: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
     float_nodes: list[str] = []
     counts: dict[str, int] = {}
+    tails: dict[str, list[Any]] = {}  # node name -> new nodes that go right after it
     inserted: dict[str, list[Any]] = {}  # activation name -> nodes to insert after its producer
     for act, nodes in consumers.items():
         channel_max = ranges[act]
@@ -103,27 +108,33 @@ def split_outliers(
             weight_init.CopyFrom(numpy_helper.from_array(rest.astype(weight.dtype), weight_init.name))
             rows_name = f"{node.name}__outl_w"
             graph.initializer.append(numpy_helper.from_array(weight[outliers, :].astype(weight.dtype), rows_name))
-            original_out = node.output[0]
             node.input[0] = f"{tag}_rest"
-            node.output[0] = f"{original_out}__int8part"
+            # Join the float part after the bias Add when there is one, so that onnxruntime still
+            # fuses MatMulInteger + bias into DynamicQuantizeMatMul.
+            anchor = node
+            after = users.get(node.output[0], [])
+            if (
+                len(after) == 1
+                and after[0].op_type == "Add"
+                and after[0].name
+                and any(i in initializers for i in after[0].input)
+                and node.output[0] not in {o.name for o in graph.output}
+            ):
+                anchor = after[0]
+            joined = anchor.output[0]
+            anchor.output[0] = f"{joined}__int8part"
             float_name = f"{node.name}__outl_MatMul"
             float_nodes.append(float_name)
-            new.append(helper.make_node("MatMul", [f"{tag}_cols", rows_name], [f"{original_out}__floatpart"], name=float_name))
-            new.append(
-                helper.make_node(
-                    "Add", [f"{original_out}__int8part", f"{original_out}__floatpart"], [original_out], name=f"{node.name}__outl_Add"
-                )
-            )
+            tails.setdefault(anchor.name, []).extend([
+                helper.make_node("MatMul", [f"{tag}_cols", rows_name], [f"{joined}__floatpart"], name=float_name),
+                helper.make_node("Add", [f"{joined}__int8part", f"{joined}__floatpart"], [joined], name=f"{node.name}__outl_Add"),
+            ])
         inserted[act] = new
 
     # Keep the graph topologically sorted: the Mul/Gather right after the producer of the
-    # activation (first, for a graph input), the float MatMul and the Add right after the MatMul.
-    heads = {act: [n for n in new if n.op_type in ("Mul", "Gather")] for act, new in inserted.items()}
-    tails = {n.name.rsplit("__outl", 1)[0]: [] for new in inserted.values() for n in new if n.op_type == "Add"}
-    for new in inserted.values():
-        for n in new:
-            if n.op_type in ("MatMul", "Add"):
-                tails[n.name.rsplit("__outl", 1)[0]].append(n)
+    # activation (first, for a graph input), the float MatMul and the Add right after the int8
+    # MatMul or its bias Add.
+    heads = inserted
     ordered: list[Any] = [n for act in inserted if act not in {o for m in graph.node for o in m.output} for n in heads[act]]
     for node in graph.node:
         ordered.append(node)
