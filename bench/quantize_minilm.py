@@ -11,7 +11,9 @@ Each method runs as the engine runs it (``build_step`` + ``PassContext``). ``sta
 ``mixed`` get the sentences as their dataset (an .npz-like Dataset of token arrays): static
 calibrates on the first 128 rows, mixed measures sensitivity on 32; the cosine columns are
 computed on all rows, so those two have seen part of the evaluation data (noted in the table).
-The other methods see no data (generated inputs where they need any).
+The other methods see no data (generated inputs where they need any). QAT is not in the table:
+it trains, and MiniLM has no labelled task here (tests/engine/test_quantize_qat.py covers it on
+the digits CNN).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ METHODS: dict[str, dict] = {
     "int4 MatMulNBits": {"op": "quantize", "method": "int4"},
     "codebook 8-bit": {"op": "quantize", "method": "codebook", "bits": 8},
     "codebook 4-bit": {"op": "quantize", "method": "codebook", "bits": 4},
+    "torchao int8 dynamic": {"op": "quantize", "method": "torchao", "scheme": "int8_dynamic"},
     "DEFAULT {op: quantize}": {"op": "quantize"},
 }
 
