@@ -309,9 +309,9 @@ def check_matches(dataset_info: dict[str, Any], model_info: dict[str, Any]) -> N
     for name, spec in expected.items():
         shape = arrays[name]["shape"]
         want = spec["shape"]
-        got_kind = np.dtype(arrays[name]["dtype"]).kind
+        got_kind = _dtype_kind(arrays[name].get("dtype"))
         want_dtype = spec.get("dtype")
-        if want_dtype and np.dtype(want_dtype).kind in "iu" and got_kind == "f":
+        if _dtype_kind(want_dtype) in ("i", "u") and got_kind == "f":
             # Token ids and indices cannot be rounded from floats safely.
             raise DatasetMismatch(
                 f"array {name!r} is {arrays[name]['dtype']}; the model input wants integers ({want_dtype})",
@@ -328,6 +328,14 @@ def check_matches(dataset_info: dict[str, Any], model_info: dict[str, Any]) -> N
                     f"array {name!r} has dimension {i} = {got}; the model wants {exp}",
                     detail={"input": name, "dataset_shape": shape, "model_shape": want},
                 )
+
+
+def _dtype_kind(name: Any) -> str | None:
+    """numpy's kind letter of a dtype name, None for names numpy does not know (bfloat16...)."""
+    try:
+        return np.dtype(name).kind if name else None
+    except TypeError:
+        return None
 
 
 def onnx_feeds(dataset: Dataset, inputs: list[dict[str, Any]], rows: np.ndarray | slice) -> dict[str, np.ndarray]:

@@ -136,6 +136,11 @@ def _load_factorized(cls: Any, config: Any, folder: Path, factorized: dict[str, 
     from engine.lowrank import structure
 
     model = cls._from_config(config) if hasattr(cls, "_from_config") else cls.from_config(config)
+    if getattr(config, "shrink_attention_heads", None):
+        # Pruned heads first (prune.structured), then the factorized layers on top of them.
+        from engine.pruning import hf_heads
+
+        hf_heads._narrow_attention(model, hf_heads.recorded_heads(config))
     structure.rebuild(model, factorized)
     state: dict[str, Any] = {}
     for file in sorted(folder.glob("*.safetensors")):
