@@ -80,7 +80,7 @@ def main() -> int:
 
     runners = [OnnxRunner(m, threads=args.threads) for m in models.values()]
     reference = materials.sentence_embeddings(runners[0].session, feeds)
-    cos = {name: materials.cosines(reference, materials.sentence_embeddings(r.session, feeds)) for name, r in zip(models, runners)}
+    cos = {name: materials.cosines(reference, materials.sentence_embeddings(r.session, feeds)) for name, r in zip(models, runners, strict=True)}
 
     latency: dict[int, list[float]] = {}
     for batch in (1, 8):
@@ -91,7 +91,7 @@ def main() -> int:
         )
         latency[batch] = [float(np.median(s)) for s in timing.samples]
 
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
     print(f"\nMiniLM-L6 ONNX, {args.sentences} real sentences, seq 64; {cpu}, {os.cpu_count()} cores, threads={args.threads or 'default'}")
     print("| method | size MB | ratio | b1 ms | b1 speedup | b8 ms | b8 speedup | cos mean | cos min | build |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -55,10 +55,9 @@ class QuantizationAwareTraining(Pass):
         import os
 
         os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")  # CUDA .so noise on CPU
+        import torch
         from torchao.quantization import quantize_
         from torchao.quantization.qat import IntxFakeQuantizeConfig, QATConfig
-
-        import torch
 
         from engine import training
         from engine.formats import torch_bridge

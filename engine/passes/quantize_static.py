@@ -60,7 +60,12 @@ class StaticQuantize(Pass):
     needs_dataset = True
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
 
         cfg: StaticQuantizeConfig = self.config  # type: ignore[assignment]
         dataset = ctx.require_dataset("static quantization calibrates activation ranges on it")

@@ -156,12 +156,12 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_float_and_reports_them(
     section = ctx.report_sections["sensitivity"]
     assert section["metric"] == "cosine" and section["target"] == 0.99999
     layers = section["layers"]
-    assert len(layers) == 4 and all(isinstance(l["score"], float) for l in layers)
-    kept = [l for l in layers if l["kept_float"]]
+    assert len(layers) == 4 and all(isinstance(layer["score"], float) for layer in layers)
+    kept = [layer for layer in layers if layer["kept_float"]]
     assert 1 <= len(kept) <= 2
     # The layers kept in float are the ones with the lowest cosine when quantized alone.
-    assert max(l["score"] for l in kept) <= min(l["score"] for l in layers if not l["kept_float"])
-    assert ctx.resolved["kept_float"] == [l["name"] for l in sorted(kept, key=lambda l: l["score"])]
+    assert max(layer["score"] for layer in kept) <= min(layer["score"] for layer in layers if not layer["kept_float"])
+    assert ctx.resolved["kept_float"] == [layer["name"] for layer in sorted(kept, key=lambda layer: layer["score"])]
     full, _ = _run({"op": "quantize", "method": "dynamic"}, mlp, tmp_path / "full")
     assert _fidelity(mlp, out, ctx)["cosine_mean"] > _fidelity(mlp, full, ctx)["cosine_mean"]
 
