@@ -18,6 +18,7 @@ import numpy as np
 from engine.context import PassContext
 from engine.data import Dataset, onnx_feeds
 from engine.formats import onnx_model
+from engine.model import ModelFile
 
 
 def quiet_quantization_logging() -> None:
@@ -26,6 +27,18 @@ def quiet_quantization_logging() -> None:
     root = logging.getLogger()
     if root.level < logging.WARNING:
         root.setLevel(logging.WARNING)
+
+
+def as_onnx(model: ModelFile, ctx: PassContext) -> ModelFile:
+    """The model itself when it is ONNX; an HF checkpoint exported to ONNX (``origin`` stays
+    "hf"), because int8 here means onnxruntime's int8 operators."""
+    if model.format == "onnx":
+        return model
+    from engine.formats import hf, torch_bridge
+
+    dest = ctx.subdir("exported") / "model.onnx"
+    torch_bridge.export_hf_onnx(hf.load_model(model.path, task_head=True), model.path, dest)
+    return model.with_path(dest, "onnx")
 
 
 def preprocess(src: Path, dest: Path) -> Path:

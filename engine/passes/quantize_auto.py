@@ -55,13 +55,15 @@ class AutoQuantize(Pass):
     method = "auto"
     config_type = AutoQuantizeConfig
     summary = "Default: int8 with outlier channels in float, checked against a fidelity target"
-    accepts = ("onnx",)
+    # An HF checkpoint is exported to ONNX first: the result is an ONNX model.
+    accepts = ("onnx", "hf")
     devices = ("cpu",)
     default_for_op = True
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         cfg: AutoQuantizeConfig = self.config  # type: ignore[assignment]
         ctx.progress(0.0, "pre-processing")
+        model = _onnx_quant.as_onnx(model, ctx)
         src = _onnx_quant.preprocess(model.path, ctx.work_dir / "preprocessed.onnx")
         float_nodes: list[str] = []
         counts: dict[str, int] = {}

@@ -29,6 +29,7 @@ from engine.context import PassContext
 from engine.errors import PassNotApplicable
 from engine.formats import onnx_model
 from engine.model import ModelFile
+from engine.passes import _onnx_quant
 from engine.registry import Pass, PassConfig
 
 
@@ -92,13 +93,7 @@ class TorchaoQuantize(Pass):
         from onnx import helper, numpy_helper
 
         cfg: TorchaoConfig = self.config  # type: ignore[assignment]
-        source = model
-        if model.format == "hf":
-            from engine.formats import hf, torch_bridge
-
-            exported = ctx.subdir("exported") / "model.onnx"
-            torch_bridge.export_hf_onnx(hf.load_model(model.path, task_head=True), model.path, exported)
-            source = model.with_path(exported, "onnx")
+        source = _onnx_quant.as_onnx(model, ctx)
         proto = onnx_model.load_proto(source.path)
         graph = proto.graph
         initializers = {t.name: t for t in graph.initializer}

@@ -67,3 +67,19 @@ def test_default_is_faster_than_fp32_at_batch_1_and_8(minilm: ModelFile, default
                 times[i].append(time.perf_counter() - start)
         speedup = float(np.median(times[0]) / np.median(times[1]))
         assert speedup > 1.15, f"batch {batch}: speedup {speedup:.2f}"
+
+
+def test_default_on_an_hf_checkpoint_delivers_int8_onnx(tmp_path: Path) -> None:
+    folder = materials.minilm_hf_copy(tmp_path / "checkpoint")
+    model = ModelFile(folder, "hf")
+    ctx = PassContext(work_dir=tmp_path / "work", original=model)
+    ctx.work_dir.mkdir()
+    step = build_step({"op": "quantize"})
+    step.check(model, ctx)
+    out = step.run(model, ctx)
+    assert out.format == "onnx" and out.origin == "hf"
+    session = onnx_model.session(out.path)
+    feeds = materials.sentence_feeds(64, 64)
+    hidden = session.run(None, {i.name: feeds[i.name][:4] for i in session.get_inputs()})[0]
+    assert hidden.shape == (4, 64, 384)
+    assert ctx.resolved["met_target"]
