@@ -5,6 +5,7 @@ mean cosine >= 0.995, min >= 0.99, about 4x smaller, and faster than fp32 at bat
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
