@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import DatasetInvalid, DatasetMismatch
+from engine.errors import DatasetInvalid
 
 LABELS = "labels"
 TEXT = "text"
@@ -286,56 +286,6 @@ def _load_parquet(path: Path) -> Dataset:
 
 def inspect_dataset(path: Path) -> dict[str, Any]:
     return load_dataset(path).describe()
-
-
-def check_matches(dataset_info: dict[str, Any], model_info: dict[str, Any]) -> None:
-    """Submit-time check that a dataset can feed a model (names, ranks, fixed dimensions)."""
-    if dataset_info.get("has_text"):
-        if model_info.get("format") != "hf" or not model_info.get("has_tokenizer"):
-            raise DatasetMismatch(
-                "a text dataset needs a Hugging Face checkpoint with its tokenizer; for an ONNX model "
-                "send an .npz with one array per model input"
-            )
-        return
-    arrays = dataset_info.get("arrays", {})
-    expected = {i["name"]: i for i in model_info.get("inputs", [])}
-    missing = sorted(set(expected) - set(arrays))
-    extra = sorted(set(arrays) - set(expected))
-    if missing or extra:
-        raise DatasetMismatch(
-            f"the dataset's arrays must be the model's inputs: missing {missing}, unexpected {extra}",
-            detail={"missing": missing, "unexpected": extra, "model_inputs": sorted(expected)},
-        )
-    for name, spec in expected.items():
-        shape = arrays[name]["shape"]
-        want = spec["shape"]
-        got_kind = _dtype_kind(arrays[name].get("dtype"))
-        want_dtype = spec.get("dtype")
-        if _dtype_kind(want_dtype) in ("i", "u") and got_kind == "f":
-            # Token ids and indices cannot be rounded from floats safely.
-            raise DatasetMismatch(
-                f"array {name!r} is {arrays[name]['dtype']}; the model input wants integers ({want_dtype})",
-                detail={"input": name, "dataset_dtype": arrays[name]["dtype"], "model_dtype": want_dtype},
-            )
-        if len(shape) != len(want):
-            raise DatasetMismatch(
-                f"array {name!r} has rank {len(shape)}; the model input has rank {len(want)}",
-                detail={"input": name, "dataset_shape": shape, "model_shape": want},
-            )
-        for i, (got, exp) in enumerate(zip(shape, want, strict=True)):
-            if i > 0 and isinstance(exp, int) and exp > 0 and got != exp:
-                raise DatasetMismatch(
-                    f"array {name!r} has dimension {i} = {got}; the model wants {exp}",
-                    detail={"input": name, "dataset_shape": shape, "model_shape": want},
-                )
-
-
-def _dtype_kind(name: Any) -> str | None:
-    """numpy's kind letter of a dtype name, None for names numpy does not know (bfloat16...)."""
-    try:
-        return np.dtype(name).kind if name else None
-    except TypeError:
-        return None
 
 
 def onnx_feeds(dataset: Dataset, inputs: list[dict[str, Any]], rows: np.ndarray | slice) -> dict[str, np.ndarray]:

@@ -33,6 +33,13 @@ def check_dataset_matches_model(dataset_info: dict[str, Any], model_info: dict[s
         )
     for name, spec in expected.items():
         shape, want = arrays[name]["shape"], spec["shape"]
+        got_dtype, want_dtype = str(arrays[name].get("dtype", "")), str(spec.get("dtype", ""))
+        if want_dtype.startswith(("int", "uint")) and got_dtype.startswith(("float", "bfloat")):
+            # Token ids and indices cannot be rounded from floats safely.
+            raise _mismatch(
+                f"array {name!r} is {got_dtype}; the model input wants integers ({want_dtype})",
+                input=name, dataset_dtype=got_dtype, model_dtype=want_dtype,
+            )
         if len(shape) != len(want):
             raise _mismatch(
                 f"array {name!r} has rank {len(shape)}; the model input has rank {len(want)}",

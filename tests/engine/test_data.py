@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine import data, training
-from engine.data import Dataset, check_matches, load_dataset
+from engine.data import Dataset, load_dataset
 from engine.errors import DatasetInvalid, DatasetMismatch
 from engine.formats.torch_model import TorchModel
 from engine.model import ModelFile
@@ -89,17 +89,6 @@ def test_jsonl_line_longer_than_the_limit_is_refused(tmp_path, monkeypatch):
     path.write_text(json.dumps({"text": "short"}) + "\n" + json.dumps({"text": "x" * 500}) + "\n")
     with pytest.raises(DatasetInvalid, match="line 2"):
         load_dataset(path)
-
-
-def test_float_arrays_do_not_match_integer_token_inputs():
-    info = Dataset("npz", {"input_ids": np.zeros((2, 8), np.float32)}).describe()
-    model = {
-        "format": "onnx",
-        "inputs": [{"name": "input_ids", "shape": ["batch", "sequence"], "dtype": "int64"}],
-    }
-    with pytest.raises(DatasetMismatch, match="integers"):
-        check_matches(info, model)
-    check_matches(Dataset("npz", {"input_ids": np.zeros((2, 8), np.int32)}).describe(), model)
 
 
 def test_text_rows_are_tokenized_with_the_checkpoints_own_tokenizer():
