@@ -1,7 +1,7 @@
 """The default quantization (``{"op": "quantize"}``): the best recipe we measured, not the library's.
 
 For an ONNX model (MiniLM-L6, 400 real sentences, sequence 64, mean-pooled embeddings vs fp32;
-docs/quantization.md has the table):
+the README's Quantization section has the table):
 
 - ``quantize_dynamic`` defaults (per-tensor): cosine 0.962; per-channel: 0.992 (min 0.975);
 - keeping the six most sensitive FFN MatMuls in float reaches 0.996 but gives up most of the speed;
