@@ -28,7 +28,9 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None
 
 
-class ModelOut(BaseModel):
+class AssetOut(BaseModel):
+    """An uploaded file: a model or a dataset (the same record shape)."""
+
     id: str
     name: str
     filename: str
@@ -39,25 +41,17 @@ class ModelOut(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, m: StoredModel) -> ModelOut:
-        return cls(id=m.id, name=m.name, filename=m.filename, format=m.format, size_bytes=m.size_bytes,
-                   sha256=m.sha256, info=m.info, created_at=m.created_at)
+    def of(cls, row: StoredModel | StoredDataset) -> AssetOut:
+        return cls(id=row.id, name=row.name, filename=row.filename, format=row.format, size_bytes=row.size_bytes,
+                   sha256=row.sha256, info=row.info, created_at=row.created_at)
 
 
-class DatasetOut(BaseModel):
-    id: str
-    name: str
-    filename: str
-    format: str
-    size_bytes: int
-    sha256: str
-    info: dict[str, Any]
-    created_at: datetime
+class ModelOut(AssetOut):
+    """``info``: format, inputs/outputs (name, shape, dtype), opset, params; HF: model_type."""
 
-    @classmethod
-    def of(cls, d: StoredDataset) -> DatasetOut:
-        return cls(id=d.id, name=d.name, filename=d.filename, format=d.format, size_bytes=d.size_bytes,
-                   sha256=d.sha256, info=d.info, created_at=d.created_at)
+
+class DatasetOut(AssetOut):
+    """``info``: format, rows, arrays (shape, dtype), has_labels, has_text."""
 
 
 class Progress(BaseModel):

@@ -71,8 +71,9 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
-class StoredModel(Base):
-    __tablename__ = "models"
+class UploadedFile:
+    """Columns of an uploaded file, shared by models and datasets."""
+
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(300))
@@ -83,21 +84,15 @@ class StoredModel(Base):
     storage_key: Mapped[str] = mapped_column(String(500))
     info: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StoredModel(UploadedFile, Base):
+    __tablename__ = "models"
     __table_args__ = (Index("ix_models_tenant_created", "tenant_id", "created_at", "id"),)
 
 
-class StoredDataset(Base):
+class StoredDataset(UploadedFile, Base):
     __tablename__ = "datasets"
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(300))
-    filename: Mapped[str] = mapped_column(String(300), default="")
-    format: Mapped[str] = mapped_column(String(20))
-    size_bytes: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
-    storage_key: Mapped[str] = mapped_column(String(500))
-    info: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     __table_args__ = (Index("ix_datasets_tenant_created", "tenant_id", "created_at", "id"),)
 
 

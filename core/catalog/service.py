@@ -40,36 +40,29 @@ def inspect_upload(kind: Kind, path: Path) -> dict[str, Any]:
     return result.result
 
 
-def create_model(session: Session, tenant_id: str, *, path: Path, sha256: str, size: int, name: str, filename: str) -> StoredModel:
-    info = inspect_upload("model", path)
-    if info.get("format") not in ("onnx", "hf"):
-        raise from_engine({"code": "model_format_unsupported", "message": "unknown model format"})
-    model_id = new_id("model")
-    key = storage_mod.model_key(tenant_id, model_id)
+def _create(session: Session, kind: Kind, tenant_id: str, *, path: Path, sha256: str, size: int, name: str, filename: str) -> Any:
+    """Inspect in the sandbox (a refused file raises before anything is stored), store, record."""
+    info = inspect_upload(kind, path)
+    record_id = new_id(kind)
+    key = (storage_mod.model_key if kind == "model" else storage_mod.dataset_key)(tenant_id, record_id)
     storage_mod.get_storage().put_file(key, path, sha256=sha256)
-    record = StoredModel(
-        id=model_id, tenant_id=tenant_id, name=name or filename or model_id, filename=filename,
+    row_type = StoredModel if kind == "model" else StoredDataset
+    record = row_type(
+        id=record_id, tenant_id=tenant_id, name=name or filename or record_id, filename=filename,
         format=info["format"], size_bytes=size, sha256=sha256, storage_key=key, info=info,
     )
     session.add(record)
     session.flush()
-    log.info("model.created", model_id=model_id, tenant_id=tenant_id, format=info["format"], size_bytes=size)
+    log.info(f"{kind}.created", id=record_id, tenant_id=tenant_id, format=info["format"], size_bytes=size)
     return record
 
 
-def create_dataset(session: Session, tenant_id: str, *, path: Path, sha256: str, size: int, name: str, filename: str) -> StoredDataset:
-    info = inspect_upload("dataset", path)
-    dataset_id = new_id("dataset")
-    key = storage_mod.dataset_key(tenant_id, dataset_id)
-    storage_mod.get_storage().put_file(key, path, sha256=sha256)
-    record = StoredDataset(
-        id=dataset_id, tenant_id=tenant_id, name=name or filename or dataset_id, filename=filename,
-        format=info["format"], size_bytes=size, sha256=sha256, storage_key=key, info=info,
-    )
-    session.add(record)
-    session.flush()
-    log.info("dataset.created", dataset_id=dataset_id, tenant_id=tenant_id, format=info["format"], rows=info.get("rows"))
-    return record
+def create_model(session: Session, tenant_id: str, **upload: Any) -> StoredModel:
+    return _create(session, "model", tenant_id, **upload)
+
+
+def create_dataset(session: Session, tenant_id: str, **upload: Any) -> StoredDataset:
+    return _create(session, "dataset", tenant_id, **upload)
 
 
 def get_model(session: Session, tenant_id: str, model_id: str) -> StoredModel:
