@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
+from typing import Any
 
 from pydantic import Field
 
-from engine.context import PassContext
-from engine.errors import PassNotApplicable
-from engine.model import ModelFile
-from engine.registry import Pass, PassConfig
+from engine.lowrank.conv_pass import ConvDecompositionPass
+from engine.registry import PassConfig
 
 
 class CPConfig(PassConfig):
@@ -27,45 +25,22 @@ class CPConfig(PassConfig):
     )
 
 
-class LowRankCP(Pass):
+class LowRankCP(ConvDecompositionPass):
     op = "lowrank"
     method = "cp"
     config_type = CPConfig
     summary = "CP decomposition of convolutions into 1x1 -> depthwise kx1 -> depthwise 1xk -> 1x1 (tensorly parafac)"
     accepts = ("onnx", "hf")
     devices = ("cpu", "cuda")
+    section = "cp"
 
-    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        from engine.formats.torch_model import load_torch, save_torch
-        from engine.lowrank import conv_decomp, structure
+    def ranks(self, conv: Any) -> tuple[Any, int]:
+        from engine.lowrank import conv_decomp
 
-        cfg: CPConfig = self.config  # type: ignore[assignment]
-        tm = load_torch(model)
-        patterns = [re.compile(p) for p in cfg.exclude]
-        convs = [
-            (n, c)
-            for n, c in conv_decomp.decomposable_convs(tm.module, cfg.min_channels)
-            if not any(p.search(n) for p in patterns)
-        ]
-        layers = []
-        for index, (name, conv) in enumerate(convs):
-            ctx.check_cancel()
-            rank = conv_decomp.cp_rank_for(conv, cfg.param_ratio)
-            structure.set_submodule(tm.module, name, conv_decomp.cp(conv, rank))
-            structure.record(tm.module, name, {"kind": "cp", "rank": rank})
-            layers.append(
-                {
-                    "layer": name,
-                    "rank": rank,
-                    "params": conv_decomp.cp_params(conv, rank),
-                    "dense_params": conv_decomp.dense_params(conv),
-                }
-            )
-            ctx.progress((index + 1) / len(convs), f"cp {name}")
-        if not layers:
-            raise PassNotApplicable(
-                "no kxk ungrouped convolution with at least min_channels channels"
-            )
-        ctx.resolved["ranks"] = {layer["layer"]: layer["rank"] for layer in layers}
-        ctx.add_report_section("lowrank_cp", {"layers": layers})
-        return save_torch(tm, ctx.work_dir)
+        rank = conv_decomp.cp_rank_for(conv, self.config.param_ratio)  # type: ignore[attr-defined]
+        return rank, conv_decomp.cp_params(conv, rank)
+
+    def decompose(self, conv: Any, ranks: Any) -> tuple[Any, dict[str, Any]]:
+        from engine.lowrank import conv_decomp
+
+        return conv_decomp.cp(conv, ranks), {"kind": "cp", "rank": ranks}

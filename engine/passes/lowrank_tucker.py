@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from engine.context import PassContext
-from engine.errors import PassNotApplicable
-from engine.model import ModelFile
-from engine.registry import Pass, PassConfig
+from engine.lowrank.conv_pass import ConvDecompositionPass
+from engine.registry import PassConfig
 
 
 class TuckerConfig(PassConfig):
@@ -32,60 +29,30 @@ class TuckerConfig(PassConfig):
     )
 
 
-class LowRankTucker(Pass):
+class LowRankTucker(ConvDecompositionPass):
     op = "lowrank"
     method = "tucker"
     config_type = TuckerConfig
     summary = "Tucker-2 of convolutions into 1x1 -> kxk -> 1x1 (tensorly partial_tucker)"
     accepts = ("onnx", "hf")
     devices = ("cpu", "cuda")
+    section = "tucker-2"
 
-    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        from engine.formats.torch_model import load_torch, save_torch
-        from engine.lowrank import conv_decomp, structure
+    def ranks(self, conv: Any) -> tuple[Any, int]:
+        from engine.lowrank import conv_decomp
 
         cfg: TuckerConfig = self.config  # type: ignore[assignment]
-        tm = load_torch(model)
-        patterns = [re.compile(p) for p in cfg.exclude]
-        convs = [
-            (n, c)
-            for n, c in conv_decomp.decomposable_convs(tm.module, cfg.min_channels)
-            if not any(p.search(n) for p in patterns)
-        ]
-        layers = []
-        for index, (name, conv) in enumerate(convs):
-            ctx.check_cancel()
-            if cfg.rank_rule == "energy":
-                weight = conv.weight.detach().double().cpu().numpy()
-                rank_out = conv_decomp.mode_energy_rank(weight, 0, cfg.energy)
-                rank_in = conv_decomp.mode_energy_rank(weight, 1, cfg.energy)
-            else:
-                rank_out = max(1, round(conv.out_channels * cfg.rank_ratio))
-                rank_in = max(1, round(conv.in_channels * cfg.rank_ratio))
-            params = conv_decomp.tucker2_params(conv, rank_in, rank_out)
-            dense = conv_decomp.dense_params(conv)
-            if params >= dense:
-                continue  # would not save anything
-            structure.set_submodule(tm.module, name, conv_decomp.tucker2(conv, rank_in, rank_out))
-            structure.record(
-                tm.module, name, {"kind": "tucker2", "rank_in": rank_in, "rank_out": rank_out}
-            )
-            layers.append(
-                {
-                    "layer": name,
-                    "rank_in": rank_in,
-                    "rank_out": rank_out,
-                    "params": params,
-                    "dense_params": dense,
-                }
-            )
-            ctx.progress((index + 1) / len(convs), f"tucker-2 {name}")
-        if not layers:
-            raise PassNotApplicable(
-                "no convolution where Tucker-2 saves parameters (kxk, ungrouped, min_channels)"
-            )
-        ctx.resolved["ranks"] = {
-            layer["layer"]: [layer["rank_in"], layer["rank_out"]] for layer in layers
-        }
-        ctx.add_report_section("lowrank_tucker", {"layers": layers})
-        return save_torch(tm, ctx.work_dir)
+        if cfg.rank_rule == "energy":
+            weight = conv.weight.detach().double().cpu().numpy()
+            rank_out = conv_decomp.mode_energy_rank(weight, 0, cfg.energy)
+            rank_in = conv_decomp.mode_energy_rank(weight, 1, cfg.energy)
+        else:
+            rank_out = max(1, round(conv.out_channels * cfg.rank_ratio))
+            rank_in = max(1, round(conv.in_channels * cfg.rank_ratio))
+        return [rank_in, rank_out], conv_decomp.tucker2_params(conv, rank_in, rank_out)
+
+    def decompose(self, conv: Any, ranks: Any) -> tuple[Any, dict[str, Any]]:
+        from engine.lowrank import conv_decomp
+
+        rank_in, rank_out = ranks
+        return conv_decomp.tucker2(conv, rank_in, rank_out), {"kind": "tucker2", "rank_in": rank_in, "rank_out": rank_out}

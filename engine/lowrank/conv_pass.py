@@ -1,0 +1,57 @@
+"""What the convolution decompositions (Tucker-2, CP) share: pick the convolutions, replace each
+by its decomposition, record the structure so the model loads again, report the ranks."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from engine.context import PassContext
+from engine.errors import PassNotApplicable
+from engine.model import ModelFile
+from engine.registry import Pass
+
+
+class ConvDecompositionPass(Pass):
+    """Subclasses implement ``decompose``; ``run`` is the same for every method."""
+
+    section: str  # the report section and the progress label
+
+    def ranks(self, conv: Any) -> tuple[Any, int]:
+        """The ranks for this convolution, and the parameter count they give."""
+        raise NotImplementedError
+
+    def decompose(self, conv: Any, ranks: Any) -> tuple[Any, dict[str, Any]]:
+        """The replacement module and the structure record that rebuilds it at load time."""
+        raise NotImplementedError
+
+    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        from engine.formats.torch_model import load_torch, save_torch
+        from engine.lowrank import conv_decomp, structure
+
+        cfg = self.config
+        tm = load_torch(model)
+        patterns = [re.compile(p) for p in cfg.exclude]  # type: ignore[attr-defined]
+        convs = [
+            (n, c)
+            for n, c in conv_decomp.decomposable_convs(tm.module, cfg.min_channels)  # type: ignore[attr-defined]
+            if not any(p.search(n) for p in patterns)
+        ]
+        layers = []
+        for index, (name, conv) in enumerate(convs):
+            ctx.check_cancel()
+            dense = conv_decomp.dense_params(conv)
+            ranks, params = self.ranks(conv)
+            if params < dense:  # decomposing (costly) only where it saves parameters
+                module, record = self.decompose(conv, ranks)
+                structure.set_submodule(tm.module, name, module)
+                structure.record(tm.module, name, record)
+                layers.append({"layer": name, "ranks": ranks, "params": params, "dense_params": dense})
+            ctx.progress((index + 1) / len(convs), f"{self.section} {name}")
+        if not layers:
+            raise PassNotApplicable(
+                f"no convolution where {self.section} saves parameters (kxk, ungrouped, min_channels)"
+            )
+        ctx.resolved["ranks"] = {layer["layer"]: layer["ranks"] for layer in layers}
+        ctx.add_report_section(f"lowrank_{self.method}", {"layers": layers})
+        return save_torch(tm, ctx.work_dir)
