@@ -112,14 +112,8 @@ def load_model(folder: Path, *, task_head: bool = False) -> Any:
     arch = (config.architectures or [None])[0]
     cls = getattr(transformers, arch, None) if (task_head and arch) else None
     cls = cls or transformers.AutoModel
-    factorized = getattr(config, "shrink_low_rank", None)
-    if factorized:
-        return _load_factorized(cls, config, folder, factorized)
-    if getattr(config, "shrink_attention_heads", None):
-        # Written by prune.structured: transformers 5 cannot express removed heads (engine.pruning.hf_heads).
-        from engine.pruning import hf_heads
-
-        return hf_heads.load_pruned(cls, folder, config)
+    if getattr(config, "shrink_low_rank", None) or getattr(config, "shrink_attention_heads", None):
+        return _load_restructured(cls, config, folder)
     model = cls.from_pretrained(
         str(folder), trust_remote_code=False, local_files_only=True, use_safetensors=True
     )
@@ -127,31 +121,36 @@ def load_model(folder: Path, *, task_head: bool = False) -> Any:
     return model
 
 
-def _load_factorized(cls: Any, config: Any, folder: Path, factorized: dict[str, Any]) -> Any:
-    """A checkpoint written by a low-rank pass: transformers cannot express its split layers,
-    so the model is built from its config, the recorded layers are replaced by their factorized
-    form (engine.lowrank.structure), and every weight is loaded strictly from safetensors."""
+def _load_restructured(cls: Any, config: Any, folder: Path) -> Any:
+    """A checkpoint whose structure transformers cannot express: heads removed by
+    prune.structured (transformers 5 derives the head size from the hidden size) and layers split
+    by a low-rank pass. The model is built from its config, the recorded structure applied (heads
+    first, then factorized layers), and every weight loaded strictly from safetensors."""
     from safetensors.torch import load_file
 
-    from engine.lowrank import structure
-
     model = cls._from_config(config) if hasattr(cls, "_from_config") else cls.from_config(config)
-    if getattr(config, "shrink_attention_heads", None):
-        # Pruned heads first (prune.structured), then the factorized layers on top of them.
+    heads = getattr(config, "shrink_attention_heads", None)
+    if heads:
         from engine.pruning import hf_heads
 
-        hf_heads._narrow_attention(model, hf_heads.recorded_heads(config))
-    structure.rebuild(model, factorized)
+        hf_heads.narrow_attention(model, hf_heads.recorded_heads(config))
+    factorized = getattr(config, "shrink_low_rank", None)
+    if factorized:
+        from engine.lowrank import structure
+
+        structure.rebuild(model, factorized)
     state: dict[str, Any] = {}
     for file in sorted(folder.glob("*.safetensors")):
         state.update(load_file(str(file)))
     missing, unexpected = model.load_state_dict(state, strict=False)
-    # Tied or non-persistent tensors may be absent from the file; anything else is damage.
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    missing = [k for k in missing if k not in tied]
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {id(params[k]) for k in state if k in params}
+    # Tied weights are saved once; a missing key whose tensor was loaded under its other name is
+    # fine, and so are non-persistent buffers. Anything else is damage.
+    missing = [k for k in missing if k in params and id(params[k]) not in loaded]
     if missing or unexpected:
         raise ModelFormatUnsupported(
-            "this factorized checkpoint does not match its recorded structure",
+            "this checkpoint does not match the structure its config records",
             detail={"missing": missing[:10], "unexpected": unexpected[:10]},
         )
     model.eval()

@@ -3,14 +3,13 @@
 transformers 5 dropped ``config.pruned_heads`` and BERT derives the head size from
 ``hidden_size / num_attention_heads``, so no stock config can say "8 heads of 32 dims in a
 384-wide model". The pruned checkpoint keeps the original ``num_attention_heads`` (hence the head
-size) and records the heads each layer kept under ``shrink_attention_heads``; ``load_pruned``
+size) and records the heads each layer kept under ``shrink_attention_heads``; ``engine.formats.hf.load_model``
 builds the architecture from the config, narrows query/key/value and the attention output
 projection to those heads, then loads the safetensors weights strictly.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 CONFIG_KEY = "shrink_attention_heads"
@@ -29,7 +28,7 @@ def recorded_heads(config: Any) -> list[int] | None:
     return [int(h) for h in heads] if heads else None
 
 
-def _narrow_attention(model: Any, heads: list[int]) -> None:
+def narrow_attention(model: Any, heads: list[int]) -> None:
     import torch.nn as nn
 
     from engine.pruning.structured import transformer_layout
@@ -57,31 +56,3 @@ def _narrow_attention(model: Any, heads: list[int]) -> None:
         owners[id(attention)].output.dense = nn.Linear(
             width, projection.out_features, bias=projection.bias is not None
         )
-
-
-def load_pruned(model_class: Any, folder: Path, config: Any) -> Any:
-    """Build ``model_class`` from ``config`` with the recorded heads and load its weights strictly."""
-    from safetensors.torch import load_file
-
-    heads = recorded_heads(config)
-    assert heads is not None
-    model = (
-        model_class._from_config(config)
-        if hasattr(model_class, "_from_config")
-        else model_class.from_config(config)
-    )
-    _narrow_attention(model, heads)
-    state: dict[str, Any] = {}
-    for file in sorted(folder.glob("*.safetensors")):
-        state.update(load_file(str(file)))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    params = dict(model.named_parameters(remove_duplicate=False))
-    loaded = {id(params[k]) for k in state if k in params}
-    # Tied weights are saved once; a missing key whose tensor was loaded under its other name is fine.
-    missing_weights = [k for k in missing if k in params and id(params[k]) not in loaded]
-    if missing_weights or unexpected:
-        raise ValueError(
-            f"the checkpoint does not match its pruned config: missing {missing_weights[:5]}, unexpected {unexpected[:5]}"
-        )
-    model.eval()
-    return model
