@@ -66,6 +66,7 @@ def test_finetune_recovers_a_damaged_cnn_and_reports_each_epoch(
     tmp_path, digits_model, digits_data
 ):
     x_train, x_test, y_train, y_test = digits_data
+    original = materials.accuracy(load_torch(digits_model).module, x_test, y_test)
     tm = damaged(digits_model)
     before = materials.accuracy(tm.module, x_test, y_test)
     ctx, events = make_ctx(
@@ -75,8 +76,10 @@ def test_finetune_recovers_a_damaged_cnn_and_reports_each_epoch(
     result = training.fit(tm, ctx, training.TrainConfig(epochs=2, patience=3))
 
     after = materials.accuracy(tm.module, x_test, y_test)
-    assert before < 0.85 and after > 0.95, (before, after)
-    assert result.metric_name == "accuracy" and result.best_metric > 0.95
+    # Recovery is measured against the undamaged model (its accuracy depends on how the test
+    # material trained on this machine), not against a fixed number.
+    assert before < original - 0.1 and after >= original - 0.03, (original, before, after)
+    assert result.metric_name == "accuracy" and result.best_metric >= original - 0.05
     assert [row["epoch"] for row in result.history] == [0, 1, 2]
     epochs = [fields for name, fields in events if name == "train.epoch"]
     assert [e["epoch"] for e in epochs] == [0, 1, 2]
