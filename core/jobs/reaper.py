@@ -41,6 +41,3 @@ def start_thread() -> threading.Event:
     stop = threading.Event()
     threading.Thread(target=run_forever, args=(stop,), name="shrink-reaper", daemon=True).start()
     return stop
-
-
-
