@@ -70,14 +70,15 @@ class ProgressSink:
         self._last = 0.0
 
     def __call__(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "progress":
+            now = time.monotonic()
+            final = message.get("fraction", 0) in (0.0, 1.0)
+            if not final and now - self._last < PROGRESS_MIN_INTERVAL:
+                return  # throttled before any database work
+            self._last = now
         session = new_session()
         try:
             if message.get("type") == "progress":
-                now = time.monotonic()
-                final = message.get("fraction", 0) in (0.0, 1.0)
-                if not final and now - self._last < PROGRESS_MIN_INTERVAL:
-                    return
-                self._last = now
                 service.record_progress(session, self.job_id, WORKER_ID, str(message.get("stage", "")),
                                         float(message.get("fraction", 0.0)), str(message.get("message", "")))
             elif message.get("type") == "event":

@@ -77,7 +77,7 @@ def list_artifacts(job_id: str, session: SessionDep, tenant: CurrentTenant) -> A
 
 def load_report(session: Any, tenant_id: str, job_id: str) -> dict[str, Any]:
     job = service.get_job(session, tenant_id, job_id)
-    report_artifact = next((a for a in service.artifacts_of(session, tenant_id, job_id) if a.kind == "report"), None)
+    report_artifact = next((a for a in service.artifact_rows(session, job) if a.kind == "report"), None)
     if job.state != "succeeded" or report_artifact is None:
         raise Conflict(f"job {job_id} has no report yet (state: {job.state})", code="report_not_ready",
                        detail={"state": job.state})

@@ -139,8 +139,12 @@ def request_cancel(session: Session, tenant_id: str, job_id: str) -> Job:
 
 
 def artifacts_of(session: Session, tenant_id: str, job_id: str) -> list[Artifact]:
-    get_job(session, tenant_id, job_id)
-    return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.created_at, Artifact.id)))
+    return artifact_rows(session, get_job(session, tenant_id, job_id))
+
+
+def artifact_rows(session: Session, job: Job) -> list[Artifact]:
+    """The artifacts of a job the caller has already checked belongs to its tenant."""
+    return list(session.scalars(select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.created_at, Artifact.id)))
 
 
 def get_artifact(session: Session, tenant_id: str, artifact_id: str) -> Artifact:
