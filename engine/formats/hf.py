@@ -1,6 +1,9 @@
 """Hugging Face checkpoints: ``config.json`` + ``*.safetensors`` (+ tokenizer), never pickles.
 
-Loaded with ``trust_remote_code=False``: only architectures that transformers itself defines.
+Loaded with ``trust_remote_code=False``: only architectures that transformers itself defines. A
+checkpoint that Shrink restructured (heads removed, layers factorized) also ships
+``modeling_shrink.py`` for its users' stock transformers; Shrink never runs that file, it applies
+the structure the config records with its own copy of the code.
 """
 
 from __future__ import annotations
@@ -11,6 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ModelFormatUnsafe, ModelFormatUnsupported
+
+# modeling_shrink imports torch; it is loaded only where a model is built or saved.
+SHRINK_MODULE = "modeling_shrink"
+STRUCTURE_KEYS = ("shrink_attention_heads", "shrink_low_rank")  # modeling_shrink's HEADS_KEY, LOW_RANK_KEY
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
@@ -76,7 +83,7 @@ def inspect_hf(folder: Path) -> dict[str, Any]:
         config = json.loads((folder / "config.json").read_text())
     except ValueError:
         raise ModelFormatUnsupported("config.json is not valid JSON") from None
-    if "auto_map" in config:
+    if "auto_map" in config and not _is_shrink_auto_map(config):
         raise ModelFormatUnsafe(
             "this checkpoint needs custom code (auto_map in config.json), which Shrink never runs; "
             "export the model to ONNX and upload the .onnx"
@@ -112,7 +119,7 @@ def load_model(folder: Path, *, task_head: bool = False) -> Any:
     arch = (config.architectures or [None])[0]
     cls = getattr(transformers, arch, None) if (task_head and arch) else None
     cls = cls or transformers.AutoModel
-    if getattr(config, "shrink_low_rank", None) or getattr(config, "shrink_attention_heads", None):
+    if any(getattr(config, key, None) for key in STRUCTURE_KEYS):
         return _load_restructured(cls, config, folder)
     model = cls.from_pretrained(
         str(folder), trust_remote_code=False, local_files_only=True, use_safetensors=True
@@ -121,24 +128,26 @@ def load_model(folder: Path, *, task_head: bool = False) -> Any:
     return model
 
 
+def _is_shrink_auto_map(config: dict[str, Any]) -> bool:
+    """Our own restructured output: its auto_map names only modeling_shrink classes and the config
+    records the structure, which Shrink rebuilds without the file (never imported from the upload)."""
+    targets = list((config.get("auto_map") or {}).values())
+    restructured = any(config.get(key) for key in STRUCTURE_KEYS)
+    return restructured and bool(targets) and all(str(t).startswith(f"{SHRINK_MODULE}.") for t in targets)
+
+
 def _load_restructured(cls: Any, config: Any, folder: Path) -> Any:
-    """A checkpoint whose structure transformers cannot express: heads removed by
-    prune.structured (transformers 5 derives the head size from the hidden size) and layers split
-    by a low-rank pass. The model is built from its config, the recorded structure applied (heads
-    first, then factorized layers), and every weight loaded strictly from safetensors."""
+    """A checkpoint whose structure transformers cannot express (see ``modeling_shrink``): the
+    model is built from its config, the recorded structure applied, and every weight loaded
+    strictly from safetensors."""
     from safetensors.torch import load_file
 
+    from engine.formats import modeling_shrink
+
+    if hasattr(config, "auto_map"):  # the checkpoint's own code is never what builds the model here
+        delattr(config, "auto_map")
     model = cls._from_config(config) if hasattr(cls, "_from_config") else cls.from_config(config)
-    heads = getattr(config, "shrink_attention_heads", None)
-    if heads:
-        from engine.pruning import hf_heads
-
-        hf_heads.narrow_attention(model, hf_heads.recorded_heads(config))
-    factorized = getattr(config, "shrink_low_rank", None)
-    if factorized:
-        from engine.lowrank import structure
-
-        structure.rebuild(model, factorized)
+    modeling_shrink.restructure(model, config)
     state: dict[str, Any] = {}
     for file in sorted(folder.glob("*.safetensors")):
         state.update(load_file(str(file)))
@@ -169,9 +178,51 @@ def save_model(model: Any, dest: Path, *, tokenizer_from: Path | None = None) ->
 
     dest.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(dest), safe_serialization=True)
+    _ship_model_code(dest)
     if tokenizer_from is not None:
         for name in TOKENIZER_FILES:
             src = tokenizer_from / name
             if src.is_file():
                 shutil.copy2(src, dest / name)
     return dest
+
+
+# Auto classes a restructured checkpoint maps to its modeling_shrink classes (when transformers has
+# a class of this model type for them).
+_AUTO_CLASSES = {
+    "AutoModel": "MODEL_MAPPING_NAMES",
+    "AutoModelForSequenceClassification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+    "AutoModelForTokenClassification": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
+    "AutoModelForQuestionAnswering": "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
+    "AutoModelForMaskedLM": "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
+    "AutoModelForMultipleChoice": "MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES",
+}
+
+
+def _ship_model_code(folder: Path) -> None:
+    """Make a restructured checkpoint load in stock transformers (``trust_remote_code=True``):
+    write ``modeling_shrink.py`` beside it and point ``auto_map`` at its classes. A checkpoint
+    with no recorded structure is left a plain one (no code, no auto_map)."""
+    import transformers
+    from transformers.models.auto import modeling_auto
+
+    from engine.formats import modeling_shrink
+
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    code_path = folder / f"{SHRINK_MODULE}.py"
+    config.pop("auto_map", None)
+    code_path.unlink(missing_ok=True)
+    if any(config.get(key) for key in STRUCTURE_KEYS):
+        auto_map: dict[str, str] = {}
+        bases: list[str] = []
+        for auto_class, mapping in _AUTO_CLASSES.items():
+            base = getattr(modeling_auto, mapping).get(config.get("model_type"))
+            if isinstance(base, str) and hasattr(transformers, base):
+                auto_map[auto_class] = f"{SHRINK_MODULE}.Shrink{base}"
+                bases.append(base)
+        if auto_map:
+            classes = "".join(f'Shrink{b} = shrink_class("{b}")\n' for b in dict.fromkeys(bases))
+            code_path.write_text(Path(modeling_shrink.__file__).read_text() + "\n\n" + classes)
+            config["auto_map"] = auto_map
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

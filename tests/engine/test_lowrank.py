@@ -138,6 +138,14 @@ def test_factorized_hf_checkpoint_reloads_with_its_structure(tmp_path):
         a, b = original.forward(feeds), reloaded.forward(feeds)
     assert a.shape == b.shape and not torch.allclose(a, b)  # really factorized
     assert torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1)).min() > 0.3
+    # Stock transformers builds the same structure from the modeling_shrink.py the checkpoint ships.
+    import transformers
+
+    stock = transformers.AutoModel.from_pretrained(str(out.path), trust_remote_code=True).eval()
+    assert type(stock).__name__ == "ShrinkBertModel"
+    with torch.no_grad():
+        c = stock(**feeds).last_hidden_state
+    torch.testing.assert_close(c, b, atol=1e-5, rtol=1e-5)
 
 
 def _macs(module: torch.nn.Module, x: torch.Tensor) -> int:

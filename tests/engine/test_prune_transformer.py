@@ -103,15 +103,61 @@ def test_pruned_checkpoint_loads_through_the_engine_and_runs_in_onnxruntime(
     assert fidelity.mean() > 0.7, fidelity.mean()
 
 
-def test_stock_transformers_refuses_head_pruned_checkpoint_rather_than_reinitialising(
+def test_stock_transformers_loads_the_head_pruned_checkpoint_with_its_shipped_code(
+    pruned: tuple, tmp_path: Path
+) -> None:
+    """A user's own Python, without Shrink on the path: transformers builds the pruned structure
+    from the modeling_shrink.py the checkpoint ships, and gives the engine's outputs."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
+    out, _ = pruned
+    config = json.loads((out.path / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_shrink.ShrinkBertModel"
+    ids = [[101, 7592, 2088, 2003, 1037, 3231, 1012, 102]]
+    script = (
+        "import json, sys, torch, transformers\n"
+        "m = transformers.AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()\n"
+        "assert not [k for k in sys.modules if k.split('.')[0] in ('engine', 'core', 'api')]\n"
+        "ids = torch.tensor(json.loads(sys.argv[2]))\n"
+        "with torch.no_grad():\n"
+        "    y = m(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state\n"
+        "print(json.dumps({'heads': [l.attention.self.num_attention_heads for l in m.encoder.layer],\n"
+        "                  'class': type(m).__name__, 'y': y.flatten().tolist()}))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(out.path), json.dumps(ids)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded["class"] == "ShrinkBertModel" and loaded["heads"] == [8] * 6
+    model = hf.load_model(out.path)
+    with torch.no_grad():
+        ours = model(input_ids=torch.tensor(ids), attention_mask=torch.ones(1, len(ids[0]), dtype=torch.long))
+    np.testing.assert_allclose(np.array(loaded["y"]), ours.last_hidden_state.flatten().numpy(), atol=1e-5)
+
+
+def test_stock_transformers_without_the_code_fails_loudly_rather_than_reinitialising(
     pruned: tuple,
 ) -> None:
-    # transformers 5 cannot state removed heads; it must fail loudly, never load random weights.
+    # Without trust_remote_code, transformers builds stock BERT: it must refuse the narrower
+    # weights, never load random ones in their place.
     import transformers
 
     out, _ = pruned
     with pytest.raises(RuntimeError, match="mismatch"):
         transformers.AutoModel.from_pretrained(str(out.path))
+
+
+def test_the_structure_keys_the_loader_checks_are_the_ones_the_code_records() -> None:
+    from engine.formats import modeling_shrink
+
+    assert hf.STRUCTURE_KEYS == (modeling_shrink.HEADS_KEY, modeling_shrink.LOW_RANK_KEY)
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +214,31 @@ def test_magnitude_on_a_checkpoint_keeps_embeddings_dense_and_loads_in_stock_tra
     # No structural change: a stock transformers checkpoint, and the job ships it deflated.
     transformers.AutoModel.from_pretrained(str(out.path))
     assert out.meta["sparsity"] > 0.3
+
+
+def test_a_pruned_checkpoint_can_be_uploaded_again_but_no_other_code_is_accepted(
+    tiny_bert: ModelFile, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    from engine.errors import ModelFormatUnsafe
+
+    step = {"op": "prune", "method": "structured", "ratio": 0.25, "head_ratio": 0.25}
+    out, _ = run_step(step, tiny_bert, tmp_path / "run")
+    assert (out.path / "modeling_shrink.py").is_file()
+    assert hf.inspect_hf(out.path)["num_attention_heads"] == 12  # accepted: ours, never imported
+
+    def tampered(change) -> Path:
+        folder = tmp_path / f"copy{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(out.path, folder)
+        config = json.loads((folder / "config.json").read_text())
+        change(config)
+        (folder / "config.json").write_text(json.dumps(config))
+        return folder
+
+    elsewhere = tampered(lambda c: c["auto_map"].update(AutoModel="evil.Model"))
+    no_structure = tampered(lambda c: c.pop("shrink_attention_heads"))
+    for folder in (elsewhere, no_structure):
+        with pytest.raises(ModelFormatUnsafe):
+            hf.inspect_hf(folder)
