@@ -7,15 +7,38 @@ from typing import Any
 import numpy as np
 
 
-def compare(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> dict[str, Any]:
+def padding_masks(feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray | None]:
+    """Each batch's ``attention_mask`` input (1 = a real token), where the model takes one."""
+    return [f.get("attention_mask") for f in feeds]
+
+
+def _without_padding(output: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Zero the positions of padding tokens in a per-token output ([batch, seq, ...]).
+
+    Those positions are computed but meaningless: every consumer (pooling, token heads) masks them
+    out, and quantization noise there would otherwise dominate a short sentence padded to 64."""
+    if mask is None or output.ndim < 3 or output.shape[:2] != mask.shape:
+        return output
+    return output * mask.reshape(*mask.shape, *([1] * (output.ndim - 2))).astype(output.dtype)
+
+
+def compare(
+    reference: list[list[np.ndarray]],
+    candidate: list[list[np.ndarray]],
+    masks: list[np.ndarray | None] | None = None,
+) -> dict[str, Any]:
     """``reference[b][o]``: output ``o`` of batch ``b``. Cosine is per row (sample) of output 0,
-    flattened; max abs error over every output; top-1 agreement when output 0 looks like logits."""
+    flattened; max abs error over every output; top-1 agreement when output 0 looks like logits.
+    ``masks[b]`` (``padding_masks``): per-token outputs are compared on real tokens only."""
     cosines: list[np.ndarray] = []
     max_abs = 0.0
     top1_same = top1_total = 0
     sq_err = 0.0
     count = 0
-    for ref_outs, cand_outs in zip(reference, candidate, strict=True):
+    for b, (ref_outs, cand_outs) in enumerate(zip(reference, candidate, strict=True)):
+        mask = masks[b] if masks is not None else None
+        ref_outs = [_without_padding(r, mask) for r in ref_outs]
+        cand_outs = [_without_padding(c, mask) for c in cand_outs]
         for r, c in zip(ref_outs, cand_outs, strict=False):
             r64, c64 = r.astype(np.float64), c.astype(np.float64)
             if r64.shape != c64.shape:

@@ -189,7 +189,7 @@ def benchmark_models(
     for i, m in enumerate(metrics):
         if i > 0:
             try:
-                m["fidelity"] = fidelity.compare(outputs[0], outputs[i])
+                m["fidelity"] = fidelity.compare(outputs[0], outputs[i], fidelity.padding_masks(eval_feeds))
             except ValueError as exc:  # outputs of another shape: nothing to compare, say so
                 m["fidelity"] = {"error": str(exc)}
         if quality[i] is not None:

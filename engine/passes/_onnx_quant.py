@@ -126,10 +126,13 @@ def run_outputs(model_path: Path, feeds: list[dict[str, np.ndarray]], threads: i
     return [session.run(None, f) for f in feeds]
 
 
-def fidelity(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> dict[str, Any]:
-    from engine.bench.fidelity import compare
+def fidelity(
+    reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]], feeds: list[dict[str, np.ndarray]]
+) -> dict[str, Any]:
+    """Candidate vs reference outputs on ``feeds`` (per-token outputs on real tokens only)."""
+    from engine.bench.fidelity import compare, padding_masks
 
-    return compare(reference, candidate)
+    return compare(reference, candidate, padding_masks(feeds))
 
 
 class DatasetCalibrationReader:

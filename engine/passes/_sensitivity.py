@@ -85,7 +85,7 @@ def layer_sensitivities(
     """For each layer, the fidelity of the model's output when only that layer is quantized."""
     import onnxruntime as ort
 
-    from engine.bench.fidelity import compare
+    from engine.bench.fidelity import compare, padding_masks
 
     proto = onnx_model.load_proto(model_path)
     opts = ort.SessionOptions()
@@ -97,7 +97,7 @@ def layer_sensitivities(
     for i, name in enumerate(layers):
         session = ort.InferenceSession(_with_layer_quantized(proto, name), opts, providers=["CPUExecutionProvider"])
         outputs = [session.run(None, f) for f in feeds]
-        result = compare(reference, outputs)
+        result = compare(reference, outputs, padding_masks(feeds))
         out.append(LayerSensitivity(name, float(result["cosine_mean"]), float(result["cosine_min"])))
         if on_layer is not None:
             on_layer(i + 1, len(layers))

@@ -79,7 +79,7 @@ def mixed_precision(
         _onnx_quant.dynamic_int8(
             src, dest, per_channel=per_channel, op_types=op_types, nodes_to_exclude=fixed + excluded
         )
-        return _onnx_quant.fidelity(reference, _onnx_quant.run_outputs(dest, feeds))
+        return _onnx_quant.fidelity(reference, _onnx_quant.run_outputs(dest, feeds), feeds)
 
     ctx.progress(0.05, "quantizing the whole model")
     result = quantize([])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from engine.bench import fidelity, latency
 
@@ -118,3 +119,25 @@ def test_task_metrics_fit_the_outputs() -> None:
     assert regression["primary"] == "mse" and regression["mse"] == 0.125
     binary = fidelity.task_quality([[np.array([0.9, 0.2, 0.7])]], np.array([1, 0, 0]))
     assert binary["accuracy"] == 2 / 3 and binary["f1"] == 2 / 3
+
+
+def test_fidelity_of_per_token_outputs_ignores_padding_positions() -> None:
+    """Padding positions are computed but never used; noise there must not count, noise on a real
+    token must."""
+    from engine.bench.fidelity import compare, padding_masks
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(2, 8, 4))
+    mask = np.array([[1, 1, 1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 0, 0]])
+    noisy_padding = reference.copy()
+    noisy_padding[mask == 0] += rng.normal(scale=10.0, size=noisy_padding[mask == 0].shape)
+    feeds = [{"input_ids": np.zeros_like(mask), "attention_mask": mask}]
+    masked = compare([[reference]], [[noisy_padding]], padding_masks(feeds))
+    assert masked["cosine_min"] == pytest.approx(1.0) and masked["max_abs_error"] == 0.0
+    assert compare([[reference]], [[noisy_padding]])["cosine_min"] < 0.5  # unmasked: it counts
+    noisy_token = reference.copy()
+    noisy_token[0, 1] += 10.0
+    assert compare([[reference]], [[noisy_token]], padding_masks(feeds))["cosine_min"] < 0.9
+    # Outputs that are not per token (pooled, logits) are compared whole.
+    pooled = compare([[reference[:, 0]]], [[noisy_padding[:, 0]]], padding_masks(feeds))
+    assert pooled["cosine_min"] == pytest.approx(1.0)

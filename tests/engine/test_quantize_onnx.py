@@ -30,7 +30,7 @@ def _run(step: dict, model: ModelFile, work: Path, dataset: Dataset | None = Non
 def _fidelity(original: ModelFile, candidate: ModelFile, ctx: PassContext, rows: int = 64) -> dict:
     feeds = _onnx_quant.evaluation_feeds(original.path, ctx, rows=rows)
     return _onnx_quant.fidelity(
-        _onnx_quant.run_outputs(original.path, feeds), _onnx_quant.run_outputs(candidate.path, feeds)
+        _onnx_quant.run_outputs(original.path, feeds), _onnx_quant.run_outputs(candidate.path, feeds), feeds
     )
 
 
@@ -239,7 +239,7 @@ def minilm_reference(minilm: ModelFile, minilm_quantized) -> tuple[list, list]:
 
 def _minilm_fidelity(name: str, minilm_quantized, minilm_reference) -> dict:
     feeds, reference = minilm_reference
-    return _onnx_quant.fidelity(reference, _onnx_quant.run_outputs(minilm_quantized[name][0].path, feeds))
+    return _onnx_quant.fidelity(reference, _onnx_quant.run_outputs(minilm_quantized[name][0].path, feeds), feeds)
 
 
 def test_minilm_dynamic_per_channel_is_4x_smaller_and_closer_than_per_tensor(minilm, minilm_quantized, minilm_reference) -> None:
