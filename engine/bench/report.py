@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from engine import hardware
 from engine.bench import fidelity, latency, macs, memory, sizes
 from engine.bench.config import BenchmarkConfig
 from engine.bench.runners import Runner, batches, feeds_from_dataset, make_runner, package_version
@@ -36,26 +37,6 @@ class CandidateInput:
     # Quality bounds for this candidate, over the benchmark config's: ``min_cosine``,
     # ``max_quality_drop``.
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _cpu_info() -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            info = fh.read()
-    except OSError:
-        return {"cpu": platform.processor() or None}
-    lines = info.splitlines()
-    model_line = next((ln for ln in lines if ln.startswith("model name")), "")
-    flags_line = next((ln for ln in lines if ln.startswith("flags")), "")
-    out["cpu"] = model_line.split(":", 1)[-1].strip() or None
-    wanted = (
-        "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
-        "avx512_fp16", "avx_vnni", "amx_bf16", "amx_int8", "asimd", "sve",
-    )  # fmt: skip
-    present = set(flags_line.split(":", 1)[-1].split())
-    out["cpu_flags"] = [f for f in wanted if f in present]
-    return out
 
 
 def environment(config: BenchmarkConfig, runners: list[Runner] | None = None) -> dict[str, Any]:
@@ -82,7 +63,7 @@ def environment(config: BenchmarkConfig, runners: list[Runner] | None = None) ->
         "torch": package_version("torch"),
         "onnx": package_version("onnx"),
         "numpy": np.__version__,
-        **_cpu_info(),
+        **hardware.cpu_info(),
     }
     if "gpu" in first:
         env["gpu"] = first["gpu"]

@@ -10,6 +10,12 @@ the README's Quantization section has the table):
   (``_outlier_split``), then dynamic int8 per-channel of everything else: cosine 0.997 (min
   0.992) with every weight MatMul in int8.
 
+On an x86 CPU without a VNNI/AMX int8 dot product (AVX2 only), the weights are quantized to 7
+bits (``reduce_range``): onnxruntime's u8s8 kernels there add pairs of products in int16 and
+saturate, which took the recipe above to cosine 0.979 on an AMD EPYC; 7-bit weights cannot
+overflow and gave 0.996 (min 0.991). ``reduce_range`` says "auto" (the worker's CPU decides), or
+true/false for a deployment CPU that differs from the worker's.
+
 The result's fidelity is then checked on the job's dataset (or generated inputs); if it misses
 ``target_cosine``, the most sensitive layers are kept in float as ``quantize.mixed`` does, and the
 per-layer sensitivity goes into the report. Speed is not measured here: the job's benchmark times
@@ -19,8 +25,11 @@ chosen as the best.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
+from engine import hardware
 from engine.context import PassContext
 from engine.model import ModelFile
 from engine.passes import _onnx_quant, _outlier_split
@@ -48,6 +57,13 @@ class AutoQuantizeConfig(PassConfig):
         32, ge=1, le=4096, description="rows (dataset rows, or generated inputs) for outlier search and the fidelity check"
     )
     sequence_length: int = Field(64, ge=1, le=4096, description="for symbolic sequence axes of generated inputs")
+    reduce_range: bool | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "7-bit weights, for x86 CPUs without VNNI whose u8s8 int8 kernels saturate; auto: when the "
+            "worker's CPU is one of them"
+        ),
+    )
 
 
 class AutoQuantize(Pass):
@@ -62,6 +78,7 @@ class AutoQuantize(Pass):
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         cfg: AutoQuantizeConfig = self.config  # type: ignore[assignment]
+        reduce_range = hardware.x86_int8_saturates() if cfg.reduce_range == "auto" else cfg.reduce_range
         ctx.progress(0.0, "pre-processing")
         model = _onnx_quant.as_onnx(model, ctx)
         src = _onnx_quant.preprocess(model.path, ctx.work_dir / "preprocessed.onnx")
@@ -86,12 +103,15 @@ class AutoQuantize(Pass):
             rows=cfg.calibration_rows,
             sequence_length=cfg.sequence_length,
             max_float_fraction=0.5,
+            reduce_range=reduce_range,
             always_float=float_nodes,
         )
         if result.sensitivities:
             ctx.add_report_section("sensitivity", sensitivity_section(result, cfg.target_cosine))
         ctx.resolved.update(
-            recipe="preprocess + outlier split + dynamic int8 per-channel",
+            recipe="preprocess + outlier split + dynamic int8 per-channel" + (", 7-bit weights" if reduce_range else ""),
+            reduce_range=reduce_range,
+            cpu=hardware.cpu_info(),
             outlier_channels=sum(counts.values()),
             split_activations=len(counts),
             kept_float=result.kept_float,

@@ -66,6 +66,7 @@ def mixed_precision(
     sequence_length: int,
     max_float_fraction: float,
     per_channel: bool = True,
+    reduce_range: bool = False,
     op_types: list[str] | None = None,
     always_float: list[str] | None = None,
 ) -> MixedResult:
@@ -77,7 +78,8 @@ def mixed_precision(
 
     def quantize(excluded: list[str]) -> dict[str, Any]:
         _onnx_quant.dynamic_int8(
-            src, dest, per_channel=per_channel, op_types=op_types, nodes_to_exclude=fixed + excluded
+            src, dest, per_channel=per_channel, reduce_range=reduce_range, op_types=op_types,
+            nodes_to_exclude=fixed + excluded,
         )
         return _onnx_quant.fidelity(reference, _onnx_quant.run_outputs(dest, feeds), feeds)
 
