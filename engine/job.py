@@ -83,7 +83,7 @@ def package_model(model: ModelFile, dest_dir: Path, stem: str) -> tuple[Path, st
     dest_dir.mkdir(parents=True, exist_ok=True)
     compress = float(model.meta.get("sparsity") or 0.0) >= SPARSE_DELIVERY_THRESHOLD
     if model.format == "onnx":
-        extras = [p for p in model.path.parent.iterdir() if p.is_file() and p != model.path and not p.suffix == ".onnx"]
+        extras = [p for p in model.path.parent.iterdir() if p.is_file() and p != model.path and p.suffix != ".onnx"]
         if not extras and not compress:
             target = dest_dir / f"{stem}.onnx"
             shutil.copyfile(model.path, target)

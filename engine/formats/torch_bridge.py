@@ -23,7 +23,11 @@ def _register_missing_versions(onnx2torch: Any) -> None:
     registers just the opset-12 versions, so graphs exported at opset 16+ (transformers' attention
     masks) were refused. Same converter, newer version number."""
     from onnx2torch.node_converters.comparisons import _TORCH_FUNCTION_FROM_ONNX_TYPE, OnnxCompare
-    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription, add_converter
+    from onnx2torch.node_converters.registry import (
+        _CONVERTER_REGISTRY,
+        OperationDescription,
+        add_converter,
+    )
     from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
 
     for op_type in ("GreaterOrEqual", "LessOrEqual"):

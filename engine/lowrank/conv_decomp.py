@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.lowrank import structure
+from engine.formats import modeling_shrink
 
 
 def decomposable_convs(module: Any, min_channels: int) -> list[tuple[str, Any]]:
@@ -60,7 +60,7 @@ def tucker2(conv: Any, rank_in: int, rank_out: int) -> Any:
         (core, (u_out, u_in)), _ = partial_tucker(
             _weight(conv), rank=[rank_out, rank_in], modes=[0, 1], init="svd", random_state=0
         )
-    new = structure.tucker2_conv(conv, rank_in, rank_out).to(conv.weight.device)
+    new = modeling_shrink.tucker2_conv(conv, rank_in, rank_out).to(conv.weight.device)
     dtype = conv.weight.dtype
     with torch.no_grad():
         new[0].weight.copy_(
@@ -105,7 +105,7 @@ def cp(conv: Any, rank: int) -> Any:
             normalize_factors=True,
         )
     weights, (out_f, in_f, h_f, w_f) = decomposition.weights, decomposition.factors
-    new = structure.cp_conv(conv, rank).to(conv.weight.device)
+    new = modeling_shrink.cp_conv(conv, rank).to(conv.weight.device)
     dtype = conv.weight.dtype
 
     def t(a: np.ndarray) -> Any:

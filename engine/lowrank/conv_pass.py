@@ -26,6 +26,7 @@ class ConvDecompositionPass(Pass):
         raise NotImplementedError
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        from engine.formats import modeling_shrink
         from engine.formats.torch_model import load_torch, save_torch
         from engine.lowrank import conv_decomp, structure
 
@@ -44,7 +45,7 @@ class ConvDecompositionPass(Pass):
             ranks, params = self.ranks(conv)
             if params < dense:  # decomposing (costly) only where it saves parameters
                 module, record = self.decompose(conv, ranks)
-                structure.set_submodule(tm.module, name, module)
+                modeling_shrink.set_submodule(tm.module, name, module)
                 structure.record(tm.module, name, record)
                 layers.append({"layer": name, "ranks": ranks, "params": params, "dense_params": dense})
             ctx.progress((index + 1) / len(convs), f"{self.section} {name}")

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from engine.formats import modeling_shrink
 from engine.lowrank import ranks as rank_rules
 from engine.lowrank import structure
 
@@ -141,7 +142,7 @@ def factorize_linears(
         if rank is None:
             continue
         b, a = svd_factors(linear.weight, rank, (whitening or {}).get(name))
-        new = structure.factorized_linear(
+        new = modeling_shrink.factorized_linear(
             linear.in_features, linear.out_features, rank, linear.bias is not None
         )
         new = new.to(device=linear.weight.device, dtype=linear.weight.dtype)
@@ -150,7 +151,7 @@ def factorize_linears(
             new[1].weight.copy_(b)
             if linear.bias is not None:
                 new[1].bias.copy_(linear.bias)
-        structure.set_submodule(module, name, new)
+        modeling_shrink.set_submodule(module, name, new)
         structure.record(module, name, {"kind": "linear", "rank": rank})
         rows, cols = linear.out_features, linear.in_features
         done.append(

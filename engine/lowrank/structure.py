@@ -1,24 +1,18 @@
-"""Putting factorized layers into a module, and recording them so the model loads again.
+"""Recording factorized layers in an HF model's config, so that the checkpoint loads again.
 
 transformers cannot express a Linear split in two. A factorized Hugging Face checkpoint
 therefore records its factorized layers in ``config.json`` (key ``shrink_low_rank``: module path
 -> layer spec), and ``engine.formats.modeling_shrink`` rebuilds that structure before the
-safetensors weights load. ONNX models need nothing: the graph is the structure.
+safetensors weights load. The layer constructors live there too, so that Shrink and a user's
+``AutoModel.from_pretrained(..., trust_remote_code=True)`` build the same layers. ONNX models
+need nothing: the graph is the structure.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-# The layer constructors live with the model code shipped in checkpoints, so that Shrink and a
-# user's ``AutoModel.from_pretrained(..., trust_remote_code=True)`` build the same structure.
-from engine.formats.modeling_shrink import (  # noqa: F401  (re-exported for the low-rank passes)
-    LOW_RANK_KEY as CONFIG_KEY,
-    cp_conv,
-    factorized_linear,
-    set_submodule,
-    tucker2_conv,
-)
+from engine.formats.modeling_shrink import LOW_RANK_KEY as CONFIG_KEY
 
 
 def record(module: Any, name: str, spec: dict[str, Any]) -> None:
