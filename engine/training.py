@@ -31,6 +31,7 @@ from engine.data import Dataset
 from engine.distill_losses import DistillOptions
 from engine.errors import DatasetInvalid, DatasetMismatch
 from engine.registry import PassConfig
+from engine.teacher_cache import CACHE_BYTES, TeacherCache
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -83,6 +84,10 @@ class TrainConfig(PassConfig):
     )
     mixed_precision: bool = Field(
         True, description="autocast (bfloat16, else float16) when running on CUDA"
+    )
+    dropout: bool = Field(
+        True,
+        description="keep the model's dropout layers active while training; false sets them to 0 for this run",
     )
 
 
@@ -146,7 +151,38 @@ def _check_feedable(dataset: Dataset, tm: TorchModel) -> None:
         )
 
 
-def torch_batches(
+# Shuffled text rows are sorted by length within groups of this many batches (the Hugging Face
+# Trainer's group_by_length): a batch is padded to its longest row, and random batches of 32
+# docstring sentences ran 1.71x their real tokens, grouped ones 1.03x. The groups and the batch
+# order stay random.
+LENGTH_GROUP_BATCHES = 50
+
+
+def batch_rows(
+    rows: int, batch_size: int, *, shuffle: bool, seed: int, lengths: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """Row indices of each batch: in order, shuffled, or (with ``lengths``) shuffled and grouped
+    by length."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(rows) if shuffle else np.arange(rows)
+    if not shuffle or lengths is None:
+        return [order[start : start + batch_size] for start in range(0, rows, batch_size)]
+    group = batch_size * LENGTH_GROUP_BATCHES
+    batches: list[np.ndarray] = []
+    for start in range(0, rows, group):
+        chunk = order[start : start + group]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _token_lengths(dataset: Dataset, tm: TorchModel, max_length: int) -> np.ndarray:
+    assert dataset.texts is not None
+    encoded = _tokenizer(str(tm.source.path))(dataset.texts, truncation=True, max_length=max_length)
+    return np.array([len(ids) for ids in encoded["input_ids"]])
+
+
+def indexed_batches(
     dataset: Dataset,
     tm: TorchModel,
     batch_size: int,
@@ -155,20 +191,21 @@ def torch_batches(
     seed: int,
     max_length: int = 64,
     device: str = "cpu",
-) -> Iterator[tuple[dict[str, Tensor], Tensor | None]]:
-    """Named input tensors (and labels) for ``tm``, ``batch_size`` rows at a time.
+) -> Iterator[tuple[np.ndarray, dict[str, Tensor], Tensor | None]]:
+    """Row indices, named input tensors and labels for ``tm``, ``batch_size`` rows at a time.
 
     Text rows are tokenized with the checkpoint's own tokenizer, padded to the longest row of the
-    batch and cut at ``max_length``; arrays are cast to the model's input dtypes.
+    batch and cut at ``max_length`` (shuffled text rows are grouped by length, see
+    ``LENGTH_GROUP_BATCHES``); arrays are cast to the model's input dtypes.
     """
     import torch
 
     _check_feedable(dataset, tm)
-    n = len(dataset)
-    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+    lengths = (
+        _token_lengths(dataset, tm, max_length) if shuffle and dataset.texts is not None else None
+    )
     dtypes = {spec["name"]: spec.get("dtype", "float32") for spec in tm.inputs}
-    for start in range(0, n, batch_size):
-        rows = order[start : start + batch_size]
+    for rows in batch_rows(len(dataset), batch_size, shuffle=shuffle, seed=seed, lengths=lengths):
         feeds: dict[str, Tensor] = {}
         if dataset.texts is not None:
             tokenizer = _tokenizer(str(tm.source.path))
@@ -190,6 +227,14 @@ def torch_batches(
         labels = None
         if dataset.labels is not None:
             labels = torch.from_numpy(np.ascontiguousarray(dataset.labels[rows])).to(device)
+        yield rows, feeds, labels
+
+
+def torch_batches(
+    dataset: Dataset, tm: TorchModel, batch_size: int, **options: Any
+) -> Iterator[tuple[dict[str, Tensor], Tensor | None]]:
+    """``indexed_batches`` without the row indices: (feeds, labels) per batch."""
+    for _, feeds, labels in indexed_batches(dataset, tm, batch_size, **options):
         yield feeds, labels
 
 
@@ -222,6 +267,12 @@ def evaluate(
 
     tm.module.eval()
     use_labels = prefer != "teacher" and _has_class_labels(rows)
+    if rows.texts is not None:
+        # The metric is a mean over rows, so their order is free: sorted by length, batches carry
+        # almost no padding (docstring sentences in batches of 64: 1.87x the real tokens in
+        # random order, 1.01x sorted).
+        _check_feedable(rows, tm)
+        rows = rows.take(np.argsort(_token_lengths(rows, tm, max_length), kind="stable"))
     correct = total = 0
     cos_sum = 0.0
     teacher_tm: TorchModel | None = None
@@ -358,6 +409,18 @@ def _logits_output(tm: TorchModel) -> bool:
         return tm.forward(feeds).dim() == 2
 
 
+def _dropout_off(module: Any) -> list[tuple[Any, float]]:
+    """Sets every dropout layer's rate to 0 (transformers' attention dropout reads the same
+    layer's ``p``); returns the rates to put back."""
+    import torch.nn as nn
+
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    rates = [(m, float(m.p)) for m in layers]
+    for m in layers:
+        m.p = 0.0
+    return rates
+
+
 def _device_of(tm: TorchModel) -> Any:
     import torch
 
@@ -425,6 +488,24 @@ def fit(
         raise DatasetInvalid(
             "matching hidden states needs a transformers teacher and student (HF checkpoints)"
         )
+
+    teacher_cache = None
+    if teacher is not None and needs_teacher:
+        # One epoch never reuses a row: the cache then only costs memory (budget_bytes = 0).
+        hidden_layers = None
+        if options.hidden_weight > 0:
+            hidden_layers = options.layer_map or distill_losses.default_layer_map(
+                student.module.config.num_hidden_layers, teacher.module.config.num_hidden_layers
+            )
+        teacher_cache = TeacherCache(
+            teacher,
+            options,
+            hidden_layers=hidden_layers,
+            text=train.texts is not None,
+            budget_bytes=CACHE_BYTES if config.epochs > 1 else 0,
+        )
+
+    dropout_rates = [] if config.dropout else _dropout_off(student.module)
 
     lr = config.lr or DEFAULT_LR[student.kind]
     params = [p for p in student.module.parameters() if p.requires_grad]
@@ -508,7 +589,7 @@ def fit(
             break
         student.module.train()
         loss_sum, loss_rows = 0.0, 0
-        for feeds, labels in torch_batches(
+        for row_index, feeds, labels in indexed_batches(
             train,
             student,
             config.batch_size,
@@ -519,11 +600,7 @@ def fit(
         ):
             ctx.check_cancel()
             with torch.no_grad():
-                teacher_out = (
-                    distill_losses.run_teacher(teacher, feeds, options)
-                    if teacher is not None and needs_teacher
-                    else None
-                )
+                teacher_out = teacher_cache.outputs(row_index, feeds) if teacher_cache else None
             with autocast():
                 loss = distill_losses.training_loss(
                     student, feeds, labels, teacher_out, mode, options
@@ -591,6 +668,8 @@ def fit(
 
     if best_state is not None:
         student.module.load_state_dict(best_state)
+    for layer, rate in dropout_rates:
+        layer.p = rate
     student.module.eval()
     result = FitResult(
         history=history,

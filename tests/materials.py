@@ -5,7 +5,8 @@
 - ``minilm_onnx()``: that checkpoint exported to ONNX (``last_hidden_state``).
 - ``digits()``: ``sklearn.datasets.load_digits`` as float32 8x8 images, split by seed.
 - ``digits_cnn()``: a small CNN trained on digits in a few seconds; ``digits_cnn_onnx()``.
-- ``sentences()``: real English sentences from the documentation that installed packages ship.
+- ``sentences()``: real English sentences from the documentation that installed packages ship;
+  ``corpus_sentences()``: many more of them, from more packages and the standard library.
 
 Built once per machine under ``.cache/test-materials`` (keyed by library versions), so the suite
 does not export MiniLM again in every test.
@@ -67,6 +68,22 @@ def minilm_onnx() -> Path:
     return target
 
 
+SENTENCE = re.compile(r"[A-Z][a-z][^\n.!?]{30,160}[.!?]")
+
+
+def _add_sentences(file: Path, found: list[str], seen: set[str]) -> None:
+    """Append the prose sentences of one source file not seen before (no code punctuation)."""
+    try:
+        text = file.read_text(errors="ignore")
+    except OSError:
+        return
+    for match in SENTENCE.findall(text):
+        s = " ".join(match.split())
+        if s not in seen and not any(c in s for c in "_=()[]{}<>`|\\/#*"):
+            seen.add(s)
+            found.append(s)
+
+
 @cache
 def sentences(count: int = 400, *, seed: int = 0) -> list[str]:
     """Real English sentences from the docs of installed packages (docstrings and READMEs)."""
@@ -76,23 +93,62 @@ def sentences(count: int = 400, *, seed: int = 0) -> list[str]:
     sources = [Path(torch.__file__).parent, Path(sklearn.__file__).parent]
     found: list[str] = []
     seen: set[str] = set()
-    pattern = re.compile(r"[A-Z][a-z][^\n.!?]{30,160}[.!?]")
     for root in sources:
         for file in sorted(root.rglob("*.py"))[:4000]:
-            try:
-                text = file.read_text(errors="ignore")
-            except OSError:
-                continue
-            for match in pattern.findall(text):
-                s = " ".join(match.split())
-                if s not in seen and not any(c in s for c in "_=()[]{}<>`|\\/#*"):
-                    seen.add(s)
-                    found.append(s)
+            _add_sentences(file, found, seen)
             if len(found) >= count * 5:
                 break
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(found), size=min(count, len(found)), replace=False)
     return [found[i] for i in sorted(picks)]
+
+
+# Packages whose docstrings and comments give ``corpus_sentences`` its variety: ML, science,
+# web, databases, task queues, and the standard library itself. Located with find_spec, never
+# imported (importing torchao or celery is slow and has side effects).
+CORPUS_PACKAGES = (
+    "torch", "sklearn", "numpy", "scipy", "transformers", "sympy", "networkx", "sqlalchemy",
+    "celery", "kombu", "pydantic", "fastapi", "onnx", "onnxruntime", "botocore", "pygments",
+    "alembic", "tensorly", "torchao", "moto",
+)  # fmt: skip
+
+
+def _corpus_roots() -> list[Path]:
+    import importlib.util
+    import sysconfig
+
+    roots = []
+    for name in CORPUS_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            roots.append(Path(next(iter(spec.submodule_search_locations))))
+    roots.append(Path(sysconfig.get_paths()["stdlib"]))
+    return roots
+
+
+@cache
+def _corpus() -> tuple[str, ...]:
+    """Every distinct sentence ``sentences()``'s pattern finds in the ``.py`` files of
+    ``_corpus_roots()`` (about 80,000), in a fixed order."""
+    found: list[str] = []
+    seen: set[str] = set()
+    for root in _corpus_roots():
+        for file in sorted(root.rglob("*.py")):
+            # The stdlib root also holds site-packages (already covered, or not docs) and tests.
+            if not {"site-packages", "test", "tests"} & set(file.relative_to(root).parts):
+                _add_sentences(file, found, seen)
+    return tuple(found)
+
+
+def corpus_sentences(count: int, *, seed: int = 0) -> list[str]:
+    """``count`` distinct real English sentences drawn at random (by ``seed``) from the docs of
+    many installed packages and the standard library: for training runs that need thousands of
+    rows. ``sentences()`` stays as it is (other tests' thresholds are tuned to its rows); slices
+    of one call are disjoint, so ``[:n]`` and ``[n:]`` make a train / held-out split."""
+    found = _corpus()
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(found), size=min(count, len(found)), replace=False)
+    return [found[i] for i in picks]
 
 
 def digits(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

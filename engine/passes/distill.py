@@ -54,6 +54,13 @@ class DistillConfig(TrainConfig):
     teacher: Literal["original", "current"] = Field(
         "original", description="the uploaded model, or the model this step receives"
     )
+    # Off by default: the student reproduces a deterministic teacher, not noisy labels, and
+    # dropout only slows that down. MiniLM-L6, 3-layer student, 9,000 sentences, the same
+    # schedule: cosine to the teacher after epoch 1 0.900 without dropout, 0.886 with it.
+    dropout: bool = Field(
+        False,
+        description="keep the student's dropout layers active while training (off by default: matching a teacher needs no noise)",
+    )
 
 
 class Distill(Pass):

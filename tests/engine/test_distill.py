@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -56,6 +57,44 @@ def test_students_keep_every_kth_block_ending_with_the_last():
     assert distill_losses.default_layer_map(3, 6) == (2, 4, 6)
 
 
+def test_cached_teacher_outputs_equal_a_fresh_run_in_batches_of_another_length():
+    from engine.teacher_cache import TeacherCache
+
+    teacher = load_torch(ModelFile(materials.minilm_folder(), "hf"))
+    teacher.module.eval()
+    rows = Dataset("jsonl", texts=materials.sentences(48))
+    options = distill_losses.DistillOptions(hidden_weight=1.0)
+    cache = TeacherCache(teacher, options, hidden_layers=(2, 4, 6), text=True)
+    with torch.no_grad():
+        for index, feeds, _ in training.indexed_batches(rows, teacher, 16, shuffle=True, seed=1):
+            cache.outputs(index, feeds)
+        assert cache.bytes > 0
+        for index, feeds, _ in training.indexed_batches(rows, teacher, 12, shuffle=True, seed=2):
+            cached, fresh = (
+                cache.outputs(index, feeds),
+                distill_losses.run_teacher(teacher, feeds, options),
+            )
+            real = feeds["attention_mask"].bool()
+            assert torch.allclose(cached.primary[real], fresh.primary[real], atol=1e-4)
+            assert cached.hidden_states is not None and fresh.hidden_states is not None
+            for layer in (2, 4, 6):
+                assert torch.allclose(
+                    cached.hidden_states[layer][real], fresh.hidden_states[layer][real], atol=1e-4
+                )
+            assert cached.hidden_states[1] is None  # only the layers the loss reads are kept
+
+
+def test_shuffled_text_batches_are_grouped_by_length_and_cover_every_row_once():
+    lengths = np.random.default_rng(0).integers(5, 60, size=1000)
+    batches = training.batch_rows(1000, 10, shuffle=True, seed=0, lengths=lengths)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    random_spread = np.mean(
+        [np.ptp(lengths[b]) for b in training.batch_rows(1000, 10, shuffle=True, seed=0)]
+    )
+    assert spread < 0.25 * random_spread, (spread, random_spread)
+
+
 def test_half_width_digits_student_reaches_97_percent_of_the_teachers_accuracy(tmp_path):
     x_train, x_test, y_train, y_test = materials.digits()
     teacher = ModelFile(materials.digits_cnn_onnx(), "onnx")
@@ -79,8 +118,8 @@ def test_half_width_digits_student_reaches_97_percent_of_the_teachers_accuracy(t
 
 @pytest.fixture(scope="module")
 def sentences() -> tuple[list[str], list[str]]:
-    found = materials.sentences(260)
-    return found[:200], found[200:]
+    found = materials.corpus_sentences(700)
+    return found[:600], found[600:]
 
 
 def test_three_layer_minilm_student_distilled_on_embeddings_beats_its_initialization(
@@ -95,7 +134,8 @@ def test_three_layer_minilm_student_distilled_on_embeddings_beats_its_initializa
             "op": "distill",
             "student": "fewer_layers",
             "epochs": 2,
-            "lr": 2e-4,
+            "lr": 5e-4,
+            "hidden_weight": 1.0,
             "batch_size": 16,
             "max_length": 48,
         }
@@ -109,7 +149,8 @@ def test_three_layer_minilm_student_distilled_on_embeddings_beats_its_initializa
     rows = Dataset("jsonl", texts=held_out)
     _, before = training.evaluate(untrained, ctx, rows, prefer="teacher")
     _, after = training.evaluate(trained, ctx, rows, prefer="teacher")
-    assert after > before + 0.01, (before, after)
+    # Measured: 0.53 before, 0.84 after (600 sentences, 2 epochs, 44 s on 1 loaded core).
+    assert after >= 0.80 and after > before + 0.2, (before, after)
     assert ctx.report_sections["distill"]["metric"] == "cosine_to_teacher"
 
 
