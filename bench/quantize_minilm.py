@@ -49,7 +49,7 @@ METHODS: dict[str, dict] = {
     "torchao int8 dynamic": {"op": "quantize", "method": "torchao", "scheme": "int8_dynamic"},
     "torchao int8 weight-only": {"op": "quantize", "method": "torchao", "scheme": "int8_weight_only"},
     "torchao int4 weight-only": {"op": "quantize", "method": "torchao", "scheme": "int4_weight_only"},
-    "QAT int8, 1 epoch (train*)": {"op": "quantize", "method": "qat", "epochs": 1, "batch_size": 16, "lr": 1e-5},
+    "QAT int8, 3 epochs (train*)": {"op": "quantize", "method": "qat", "epochs": 3, "batch_size": 16, "lr": 5e-5, "dropout": False},
     "DEFAULT {op: quantize}": {"op": "quantize"},
 }
 
