@@ -55,7 +55,7 @@ CNN_RECIPES: list[tuple[str, dict[str, Any]]] = [
     ),
     (
         "magnitude 0.9 global gradual",
-        {"op": "prune", "method": "magnitude", "sparsity": 0.9, "steps": 3, "finetune_epochs": 2},
+        {"op": "prune", "method": "magnitude", "sparsity": 0.9, "steps": 5, "finetune_epochs": 3},
     ),
     (
         "magnitude 2:4",

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
+from engine import hardware
 from engine.context import PassContext
 from engine.data import Dataset, onnx_feeds
 from engine.formats import onnx_model
@@ -67,6 +69,27 @@ def weight_matmuls(path: Path) -> list[str]:
         for n in proto.graph.node
         if n.op_type in ("MatMul", "Conv") and len(n.input) > 1 and n.input[1] in initializers
     ]
+
+
+ReduceRange = bool | Literal["auto"]
+
+
+def reduce_range_field() -> Any:
+    """The ``reduce_range`` option every int8 ONNX pass offers, decided by the CPU unless set."""
+    return Field(
+        "auto",
+        description=(
+            "7-bit weights, for x86 CPUs without VNNI whose u8s8 int8 kernels saturate (AVX2 only); "
+            "auto: when the worker's CPU is one of them"
+        ),
+    )
+
+
+def resolve_reduce_range(value: ReduceRange, ctx: PassContext) -> bool:
+    """``auto`` -> whether this CPU's int8 kernels saturate; the choice goes into ``resolved``."""
+    chosen = hardware.x86_int8_saturates() if value == "auto" else bool(value)
+    ctx.resolved["reduce_range"] = chosen
+    return chosen
 
 
 def dynamic_int8(

@@ -25,8 +25,6 @@ chosen as the best.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
 from engine import hardware
@@ -57,13 +55,7 @@ class AutoQuantizeConfig(PassConfig):
         32, ge=1, le=4096, description="rows (dataset rows, or generated inputs) for outlier search and the fidelity check"
     )
     sequence_length: int = Field(64, ge=1, le=4096, description="for symbolic sequence axes of generated inputs")
-    reduce_range: bool | Literal["auto"] = Field(
-        "auto",
-        description=(
-            "7-bit weights, for x86 CPUs without VNNI whose u8s8 int8 kernels saturate; auto: when the "
-            "worker's CPU is one of them"
-        ),
-    )
+    reduce_range: _onnx_quant.ReduceRange = _onnx_quant.reduce_range_field()
 
 
 class AutoQuantize(Pass):
@@ -78,7 +70,7 @@ class AutoQuantize(Pass):
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         cfg: AutoQuantizeConfig = self.config  # type: ignore[assignment]
-        reduce_range = hardware.x86_int8_saturates() if cfg.reduce_range == "auto" else cfg.reduce_range
+        reduce_range = _onnx_quant.resolve_reduce_range(cfg.reduce_range, ctx)
         ctx.progress(0.0, "pre-processing")
         model = _onnx_quant.as_onnx(model, ctx)
         src = _onnx_quant.preprocess(model.path, ctx.work_dir / "preprocessed.onnx")
@@ -110,7 +102,6 @@ class AutoQuantize(Pass):
             ctx.add_report_section("sensitivity", sensitivity_section(result, cfg.target_cosine))
         ctx.resolved.update(
             recipe="preprocess + outlier split + dynamic int8 per-channel" + (", 7-bit weights" if reduce_range else ""),
-            reduce_range=reduce_range,
             cpu=hardware.cpu_info(),
             outlier_channels=sum(counts.values()),
             split_activations=len(counts),

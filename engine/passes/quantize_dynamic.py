@@ -24,7 +24,7 @@ class DynamicQuantizeConfig(PassConfig):
         True, description="one scale per output channel: MiniLM-L6 cosine 0.992 vs 0.962 per-tensor"
     )
     symmetric: bool = Field(True, description="symmetric weight ranges (zero point 0), what the int8 kernels expect")
-    reduce_range: bool = Field(False, description="7-bit weights, for CPUs without VNNI whose u8s8 kernels saturate")
+    reduce_range: _onnx_quant.ReduceRange = _onnx_quant.reduce_range_field()
     preprocess: bool = Field(
         True, description="run onnxruntime's quant_pre_process (folding, shape inference) before quantizing"
     )
@@ -51,7 +51,7 @@ class DynamicQuantize(Pass):
             weight=cfg.weight,
             per_channel=cfg.per_channel,
             symmetric_weights=cfg.symmetric,
-            reduce_range=cfg.reduce_range,
+            reduce_range=_onnx_quant.resolve_reduce_range(cfg.reduce_range, ctx),
             op_types=list(cfg.op_types) if cfg.op_types else None,
             nodes_to_exclude=cfg.nodes_to_exclude,
         )

@@ -37,6 +37,7 @@ class MixedPrecisionConfig(PassConfig):
         0.5, ge=0.0, le=1.0, description="never keep more than this fraction of the layers in float"
     )
     per_channel: bool = Field(True, description="one weight scale per output channel")
+    reduce_range: _onnx_quant.ReduceRange = _onnx_quant.reduce_range_field()
     preprocess: bool = Field(True, description="run onnxruntime's quant_pre_process before quantizing")
 
 
@@ -146,6 +147,7 @@ class MixedPrecisionQuantize(Pass):
             sequence_length=cfg.sequence_length,
             max_float_fraction=cfg.max_float_fraction,
             per_channel=cfg.per_channel,
+            reduce_range=_onnx_quant.resolve_reduce_range(cfg.reduce_range, ctx),
         )
         ctx.add_report_section("sensitivity", sensitivity_section(result, cfg.target_cosine))
         ctx.resolved.update(

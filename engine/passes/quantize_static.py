@@ -34,7 +34,7 @@ class StaticQuantizeConfig(PassConfig):
         "uint8", description="activation type; uint8 (asymmetric) suits post-ReLU/GELU activations"
     )
     weight: Literal["int8", "uint8"] = Field("int8", description="weight type")
-    reduce_range: bool = Field(False, description="7-bit weights, for CPUs without VNNI whose u8s8 kernels saturate")
+    reduce_range: _onnx_quant.ReduceRange = _onnx_quant.reduce_range_field()
     preprocess: bool = Field(True, description="run onnxruntime's quant_pre_process before quantizing")
     op_types: list[
         Literal["MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "Relu", "Clip", "MaxPool", "AveragePool", "Add", "Mul",
@@ -92,7 +92,7 @@ class StaticQuantize(Pass):
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(cfg.op_types),
             per_channel=cfg.per_channel,
-            reduce_range=cfg.reduce_range,
+            reduce_range=_onnx_quant.resolve_reduce_range(cfg.reduce_range, ctx),
             activation_type=QuantType.QUInt8 if cfg.activation == "uint8" else QuantType.QInt8,
             weight_type=QuantType.QInt8 if cfg.weight == "int8" else QuantType.QUInt8,
             nodes_to_exclude=cfg.nodes_to_exclude or None,

@@ -41,8 +41,10 @@ def test_global_gradual_90_percent_keeps_accuracy_and_compresses_5x(
         "method": "magnitude",
         "sparsity": 0.9,
         "scope": "global",
-        "steps": 3,
-        "finetune_epochs": 2,
+        # Measured on the seeded digits CNN (0.973): 3 rounds x 2 epochs 0.944, 3 x 4 0.980,
+        # 5 x 3 0.991. Gradual pruning needs the recovery between its rounds.
+        "steps": 5,
+        "finetune_epochs": 3,
     }
     out, ctx = run_step(step, cnn, tmp_path, digits_train_dataset())
 
@@ -53,7 +55,7 @@ def test_global_gradual_90_percent_keeps_accuracy_and_compresses_5x(
     assert [r["target_sparsity"] for r in report["rounds"]] == sorted(
         r["target_sparsity"] for r in report["rounds"]
     )
-    assert report["finetuned"] and len(report["rounds"]) == 3
+    assert report["finetuned"] and len(report["rounds"]) == 5
     assert onnx_test_accuracy(out.path) >= onnx_test_accuracy(cnn.path) - 0.01
     original, pruned = size_on_disk(cnn), size_on_disk(out)
     assert original["size_bytes"] / pruned["compressed_size_bytes"] >= 5.0
