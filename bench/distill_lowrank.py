@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from engine.bench.latency import measure_interleaved
 from engine.bench.macs import count_macs
+from engine.bench.runners import OnnxRunner
 from engine.context import PassContext
 from engine.data import Dataset
 from engine.formats import hf, onnx_model, torch_bridge
@@ -42,22 +44,15 @@ def as_onnx(model: ModelFile, dest: Path) -> Path:
 def latency_ms(
     paths: dict[str, Path], feeds: dict[str, np.ndarray], rounds: int = 60
 ) -> dict[str, float]:
-    """Median latency per model, one thread each; the models take turns, in a rotating order, so
-    load changes on a shared machine hit them all alike."""
-    sessions = {name: onnx_model.session(path, threads=1) for name, path in paths.items()}
-    times: dict[str, list[float]] = {name: [] for name in paths}
-    for session in sessions.values():
-        for _ in range(10):
-            session.run(None, feeds)
-    names = list(sessions)
-    for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            session = sessions[name]
-            started = time.perf_counter()
-            session.run(None, feeds)
-            times[name].append((time.perf_counter() - started) * 1000)
-    return {name: float(np.median(t)) for name, t in times.items()}
+    """Median latency per model, one thread each, timed by the job benchmark's
+    ``measure_interleaved``: the models take turns in a rotating order, so load changes on a
+    shared machine hit them all alike; exactly ``rounds`` rounds."""
+    runners = [OnnxRunner(ModelFile(path, "onnx"), threads=1) for path in paths.values()]
+    timing = measure_interleaved(
+        runners, [feeds], warmup_runs=10, min_runs=rounds, max_runs=rounds,
+        time_budget_seconds=float("inf"), target_ci_half_width=0.0,
+    )  # fmt: skip
+    return {name: float(np.median(t)) for name, t in zip(paths, timing.samples, strict=True)}
 
 
 def train(
