@@ -4,13 +4,14 @@ mean cosine >= 0.995, min >= 0.99, about 4x smaller, faster than fp32 at batch 1
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from engine import hardware
+from engine.bench.latency import measure_interleaved
+from engine.bench.runners import OnnxRunner
 from engine.context import PassContext
 from engine.formats import onnx_model
 from engine.model import ModelFile
@@ -72,19 +73,14 @@ def test_default_is_faster_than_fp32_at_batch_1_and_not_slower_at_8(minilm: Mode
     both with room for a loaded machine; bench/quantize_minilm.py measures the real ratio, and a
     job's benchmark flags a candidate that is slower."""
     out, _ = default_quantized
-    sessions = [onnx_model.session(minilm.path), onnx_model.session(out.path)]
+    runners = [OnnxRunner(minilm), OnnxRunner(out)]
     feeds = materials.sentence_feeds(400, 64)
     for batch, rounds, bound in ((1, 40, 1.1), (8, 15, 0.9)):
-        feed = {k: v[:batch] for k, v in feeds.items()}
-        times: list[list[float]] = [[], []]
-        for s in sessions:
-            s.run(None, feed)
-        for r in range(rounds):
-            for i in (r % 2, 1 - r % 2):
-                start = time.perf_counter()
-                sessions[i].run(None, feed)
-                times[i].append(time.perf_counter() - start)
-        speedup = float(np.median(times[0]) / np.median(times[1]))
+        timing = measure_interleaved(
+            runners, [{k: v[:batch] for k, v in feeds.items()}], warmup_runs=1, min_runs=rounds,
+            max_runs=rounds, time_budget_seconds=float("inf"), target_ci_half_width=0.0,
+        )  # fmt: skip
+        speedup = float(np.median(timing.samples[0]) / np.median(timing.samples[1]))
         assert speedup > bound, f"batch {batch}: speedup {speedup:.2f}"
 
 
