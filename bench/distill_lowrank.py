@@ -1,6 +1,6 @@
 """Distillation and low-rank students against their teachers, measured side by side in one run.
 
-    .venv/bin/python -m bench.distill_lowrank [--sentences 15000] [--minilm-epochs 4] [--skip-minilm]
+    .venv/bin/python -m bench.distill_lowrank [--sentences 30000] [--minilm-epochs 3] [--skip-minilm]
 
 For each student: parameters, MACs (batch 1), latency ratio to the teacher (onnxruntime, the
 same inputs, runs interleaved), accuracy (digits) or mean cosine of sentence embeddings to the
@@ -247,10 +247,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sentences", type=int, default=15_000, help="MiniLM training sentences")
+    parser.add_argument("--sentences", type=int, default=30_000, help="MiniLM training sentences")
     parser.add_argument("--held-out", type=int, default=500, help="MiniLM held-out sentences")
     parser.add_argument("--epochs", type=int, default=4, help="digits (CNN) training epochs")
-    parser.add_argument("--minilm-epochs", type=int, default=4)
+    parser.add_argument("--minilm-epochs", type=int, default=3)
     parser.add_argument("--skip-minilm", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
