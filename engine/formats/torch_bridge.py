@@ -179,13 +179,21 @@ def export_onnx(
     return dest
 
 
-def export_hf_onnx(model: Any, folder: Path, dest: Path, *, seq_len: int = 16) -> Path:
-    """Export a transformers model to ONNX with ``last_hidden_state`` (or ``logits``) as output."""
+def export_hf_onnx(model: Any, folder: Path, dest: Path, *, seq_len: int = 16, attention: str = "eager") -> Path:
+    """Export a transformers model to ONNX with ``last_hidden_state`` (or ``logits``) as output.
+
+    ``attention``: the transformers attention implementation traced (``sdpa`` is what a user's
+    own export gets by default; the benchmarks compare both)."""
     import torch
 
     from engine.formats import hf
 
     names = hf.input_names(folder)
+    # Eager attention exports as plain MatMul/Softmax ops that onnxruntime's transformer optimizer
+    # fuses into its Attention kernel (engine/passes/_attention_fusion.py); the default ``sdpa``
+    # exports a pattern it does not recognise. Both compute the same function.
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(attention)
     example = {n: torch.ones(1, seq_len, dtype=torch.long) for n in names}
     if "token_type_ids" in example:
         example["token_type_ids"] = torch.zeros(1, seq_len, dtype=torch.long)

@@ -60,14 +60,14 @@ def preprocess(src: Path, dest: Path) -> Path:
 
 
 def weight_matmuls(path: Path) -> list[str]:
-    """Names of the MatMul/Conv nodes with a constant weight: the layers dynamic int8 changes
-    (onnxruntime has no dynamic int8 Gemm)."""
+    """Names of the MatMul/Conv (and fused Attention) nodes with a constant weight: the layers
+    dynamic int8 changes (onnxruntime has no dynamic int8 Gemm)."""
     proto = onnx_model.load_proto(path, with_data=False)
     initializers = {t.name for t in proto.graph.initializer}
     return [
         n.name
         for n in proto.graph.node
-        if n.op_type in ("MatMul", "Conv") and len(n.input) > 1 and n.input[1] in initializers
+        if n.op_type in ("MatMul", "Conv", "Attention") and len(n.input) > 1 and n.input[1] in initializers
     ]
 
 

@@ -30,7 +30,7 @@ from pydantic import Field
 from engine import hardware
 from engine.context import PassContext
 from engine.model import ModelFile
-from engine.passes import _onnx_quant, _outlier_split
+from engine.passes import _attention_fusion, _onnx_quant, _outlier_split
 from engine.passes.quantize_mixed import mixed_precision, sensitivity_section
 from engine.registry import Pass, PassConfig
 
@@ -55,6 +55,13 @@ class AutoQuantizeConfig(PassConfig):
         32, ge=1, le=4096, description="rows (dataset rows, or generated inputs) for outlier search and the fidelity check"
     )
     sequence_length: int = Field(64, ge=1, le=4096, description="for symbolic sequence axes of generated inputs")
+    fuse_attention: bool = Field(
+        True,
+        description=(
+            "fuse each BERT-style attention into onnxruntime's Attention kernel (QAttention once quantized) "
+            "when the fused graph computes the same outputs"
+        ),
+    )
     reduce_range: _onnx_quant.ReduceRange = _onnx_quant.reduce_range_field()
 
 
@@ -73,14 +80,13 @@ class AutoQuantize(Pass):
         reduce_range = _onnx_quant.resolve_reduce_range(cfg.reduce_range, ctx)
         ctx.progress(0.0, "pre-processing")
         model = _onnx_quant.as_onnx(model, ctx)
-        src = _onnx_quant.preprocess(model.path, ctx.work_dir / "preprocessed.onnx")
+        feeds = _onnx_quant.evaluation_feeds(model.path, ctx, rows=cfg.calibration_rows, sequence_length=cfg.sequence_length)
+        fusion = _attention_fusion.fuse_attention(model.path, ctx.work_dir / "fused.onnx", feeds) if cfg.fuse_attention else None
+        src = _onnx_quant.preprocess(fusion.path if fusion else model.path, ctx.work_dir / "preprocessed.onnx")
         float_nodes: list[str] = []
         counts: dict[str, int] = {}
         if cfg.max_outlier_channels > 0:
             ctx.progress(0.05, "finding outlier activation channels")
-            feeds = _onnx_quant.evaluation_feeds(
-                src, ctx, rows=cfg.calibration_rows, sequence_length=cfg.sequence_length
-            )
             split, float_nodes, counts = _outlier_split.split_outliers(
                 src, ctx.work_dir / "split.onnx", feeds, ratio=cfg.outlier_ratio, max_channels=cfg.max_outlier_channels
             )
@@ -101,7 +107,9 @@ class AutoQuantize(Pass):
         if result.sensitivities:
             ctx.add_report_section("sensitivity", sensitivity_section(result, cfg.target_cosine))
         ctx.resolved.update(
-            recipe="preprocess + outlier split + dynamic int8 per-channel" + (", 7-bit weights" if reduce_range else ""),
+            recipe=("attention fusion + " if fusion else "")
+            + "preprocess + outlier split + dynamic int8 per-channel"
+            + (", 7-bit weights" if reduce_range else ""),
             cpu=hardware.cpu_info(),
             outlier_channels=sum(counts.values()),
             split_activations=len(counts),
@@ -110,6 +118,8 @@ class AutoQuantize(Pass):
             measured_cosine_min=result.fidelity["cosine_min"],
             met_target=result.met_target,
         )
-        for path in {src, split} - {model.path}:
+        if fusion:
+            ctx.resolved["fused"] = fusion.fused
+        for path in {src, split, fusion.path if fusion else model.path} - {model.path}:
             path.unlink(missing_ok=True)
         return model.with_path(result.path)
