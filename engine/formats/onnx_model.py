@@ -27,6 +27,17 @@ def load_proto(path: Path, *, with_data: bool = True) -> Any:
     return model
 
 
+def save_proto(proto: Any, dest: Path) -> Path:
+    """Write ``proto`` to ``dest``; past protobuf's 2 GiB limit, its weights go to an external file
+    beside the graph (``<dest name>.data``)."""
+    import onnx
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    large = proto.ByteSize() > 1_800_000_000
+    onnx.save_model(proto, str(dest), save_as_external_data=large, location=f"{dest.name}.data")
+    return dest
+
+
 def check_external_data(model: Any, folder: Path) -> None:
     """External-data locations must stay inside the model's folder (DESIGN.md section 2)."""
     from onnx.external_data_helper import _get_all_tensors, uses_external_data

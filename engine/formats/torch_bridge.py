@@ -192,6 +192,8 @@ def export_hf_onnx(model: Any, folder: Path, dest: Path, *, seq_len: int = 16, a
     # Eager attention exports as plain MatMul/Softmax ops that onnxruntime's transformer optimizer
     # fuses into its Attention kernel (engine/passes/_attention_fusion.py); the default ``sdpa``
     # exports a pattern it does not recognise. Both compute the same function.
+    # Put back afterwards: the caller's model is only borrowed for the trace.
+    previous = getattr(getattr(model, "config", None), "_attn_implementation", None)
     if hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(attention)
     example = {n: torch.ones(1, seq_len, dtype=torch.long) for n in names}
@@ -211,10 +213,14 @@ def export_hf_onnx(model: Any, folder: Path, dest: Path, *, seq_len: int = 16, a
     is_classifier = "ForSequenceClassification" in type(model).__name__
     output = "logits" if is_classifier else "last_hidden_state"
     out_shape: list[int | str] = ["batch", "classes"] if is_classifier else ["batch", "sequence", "hidden"]
-    return export_onnx(
-        wrapper,
-        tuple(example[n] for n in names),
-        dest,
-        inputs=[{"name": n, "shape": ["batch", "sequence"], "dtype": "int64"} for n in names],
-        outputs=[{"name": output, "shape": out_shape, "dtype": "float32"}],
-    )
+    try:
+        return export_onnx(
+            wrapper,
+            tuple(example[n] for n in names),
+            dest,
+            inputs=[{"name": n, "shape": ["batch", "sequence"], "dtype": "int64"} for n in names],
+            outputs=[{"name": output, "shape": out_shape, "dtype": "float32"}],
+        )
+    finally:
+        if previous is not None and previous != attention:
+            model.set_attn_implementation(previous)

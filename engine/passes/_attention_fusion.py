@@ -46,7 +46,6 @@ class Fusion:
 def fuse_attention(src: Path, dest: Path, feeds: list[dict[str, np.ndarray]]) -> Fusion | None:
     """``dest`` with Attention (and LayerNorm/Gelu) fused, or None when nothing fused or the fused
     graph's outputs differ from ``src``'s on ``feeds``."""
-    import onnx
     from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -65,10 +64,7 @@ def fuse_attention(src: Path, dest: Path, feeds: list[dict[str, np.ndarray]]) ->
     fused = {op: int(n) for op, n in optimized.get_fused_operator_statistics().items() if n}
     if not fused.get("Attention"):
         return None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(
-        optimized.model, str(dest), save_as_external_data=optimized.model.ByteSize() > 1_900_000_000, location=dest.name + ".data"
-    )
+    onnx_model.save_proto(optimized.model, dest)
     if not _same_function(src, dest, feeds):
         dest.unlink(missing_ok=True)
         return None

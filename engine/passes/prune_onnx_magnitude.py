@@ -43,9 +43,8 @@ class OnnxMagnitudePrune(Pass):
     devices = ("cpu", "cuda")
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        import onnx
 
-        from engine.formats.onnx_model import load_proto
+        from engine.formats.onnx_model import load_proto, save_proto
         from engine.pruning.onnx_initializers import prune_initializers
         from engine.pruning.sparse_storage import storage_report
 
@@ -54,9 +53,7 @@ class OnnxMagnitudePrune(Pass):
         applied = prune_initializers(proto, sparsity=cfg.sparsity, scope=cfg.scope)
         # Its own folder: a sparse model ships as a deflated zip of that folder (engine.job).
         dest = ctx.subdir("model") / "model.onnx"
-        # Past protobuf's 2 GiB limit the weights must live in an external file beside the graph.
-        large = proto.ByteSize() > 1_800_000_000
-        onnx.save_model(proto, str(dest), save_as_external_data=large, location="model.onnx.data")
+        save_proto(proto, dest)
         out = model.with_path(dest, "onnx")
         storage = storage_report(model, out)
         ctx.add_report_section(
