@@ -56,7 +56,6 @@ def split_outliers(
 ) -> tuple[Path, list[str], dict[str, int]]:
     """Rewrite ``model_path`` into ``dest``. Returns the path, the names of the new float MatMuls
     (to exclude from quantization) and the number of outlier channels per activation."""
-    import onnx
     from onnx import helper, numpy_helper
 
     proto = onnx_model.load_proto(model_path)
@@ -143,5 +142,5 @@ def split_outliers(
         ordered.extend(tails.get(node.name, []))
     del graph.node[:]
     graph.node.extend(ordered)
-    onnx.save(proto, str(dest))
+    onnx_model.save_proto(proto, dest)
     return dest, float_nodes, counts

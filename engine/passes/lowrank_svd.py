@@ -111,8 +111,6 @@ class LowRankSVD(Pass):
     def _onnx(
         self, model: ModelFile, ctx: PassContext, cfg: LowRankSVDConfig
     ) -> tuple[list[dict[str, Any]], ModelFile]:
-        import onnx
-
         from engine.formats import onnx_model
         from engine.lowrank import onnx_svd
 
@@ -125,7 +123,7 @@ class LowRankSVD(Pass):
         layers = onnx_svd.factorize(proto, uses, chosen)
         _add_errors(layers, spectra, chosen, key=lambda u: u.name, uses=uses)
         dest = ctx.work_dir / "model.onnx"
-        onnx.save(proto, str(dest))
+        onnx_model.save_proto(proto, dest)
         return layers, model.with_path(dest)
 
     def _torch(

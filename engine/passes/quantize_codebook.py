@@ -117,6 +117,6 @@ class CodebookQuantize(Pass):
         del graph.node[:]
         graph.node.extend(decode + nodes)
         dest = ctx.work_dir / "model.onnx"
-        onnx.save(proto, str(dest))
+        onnx_model.save_proto(proto, dest)
         ctx.resolved["clustered_tensors"] = len(targets)
         return model.with_path(dest)

@@ -32,7 +32,6 @@ class Fp16Convert(Pass):
     devices = ("cpu", "cuda")
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        import onnx
         from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
         cfg: Fp16Config = self.config  # type: ignore[assignment]
@@ -44,5 +43,5 @@ class Fp16Convert(Pass):
             node_block_list=cfg.nodes_to_exclude or None,
         )
         dest = ctx.work_dir / "model.onnx"
-        onnx.save(converted, str(dest))
+        onnx_model.save_proto(converted, dest)
         return model.with_path(dest)

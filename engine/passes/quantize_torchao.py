@@ -169,6 +169,6 @@ class TorchaoQuantize(Pass):
         for name in used_weights - still_used:
             graph.initializer.remove(initializers[name])
         dest = ctx.work_dir / "model.onnx"
-        onnx.save(proto, str(dest))
+        onnx_model.save_proto(proto, dest)
         ctx.resolved.update(torchao_linears=len(targets), delivered_as="onnx")
         return source.with_path(dest, "onnx")
