@@ -144,15 +144,19 @@ def inspect_onnx(path: Path) -> dict[str, Any]:
     }
 
 
-def session(path: Path, *, threads: int = 0, providers: list[str] | None = None, spinning: bool = True) -> Any:
-    """An onnxruntime session. ``spinning=False``: its workers sleep as soon as a run ends.
+def session(path: Path, *, threads: int = 0, providers: list[str] | None = None, spin_between_runs: bool = True) -> Any:
+    """An onnxruntime session. ``spin_between_runs=False``: its workers still spin during a run,
+    and stop as soon as it returns (``session.force_spinning_stop``).
 
-    Why the benchmark turns spinning off: each session's workers spin for a while after a run,
+    Why the benchmark stops them: each session's workers otherwise spin for a while after a run,
     waiting for more work. Timing models round after round, the workers of the model that had
     just run spun on the cores the next model needed: on MiniLM at batch 8 (2 cores) every model
     ran about 1.5x slower interleaved than alone, which distorted the ratios both ways (README,
-    "Benchmarks and reports"). onnxruntime's process-wide pool would also end it, but once that
-    pool exists every later session in the process must use it, the quantizer's own included.
+    "Benchmarks and reports"). Turning spinning off altogether (``allow_spinning=0``) also ends it
+    but makes every parallel kernel wake sleeping workers, which a serving process does not pay
+    and which taxed graphs of many short kernels (int8) more than fp32. onnxruntime's process-wide
+    pool would also end it, but once that pool exists every later session in the process must use
+    it, the quantizer's own included.
     """
     import onnxruntime as ort
 
@@ -160,8 +164,8 @@ def session(path: Path, *, threads: int = 0, providers: list[str] | None = None,
     if threads:
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    if not spinning:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not spin_between_runs:
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
     return ort.InferenceSession(str(path), sess_options=opts, providers=providers or ["CPUExecutionProvider"])
 
 

@@ -130,30 +130,31 @@ def test_peak_memory_is_measured_per_model_in_its_own_process(tmp_path: Path) ->
 
 def test_timed_runners_do_not_spin_between_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each onnxruntime session's idle workers spin after a run; interleaved, they took the cores
-    the next model needed (README, "Benchmarks and reports"). The runner's session is built
-    with spinning off, and says so; other sessions keep onnxruntime's default."""
+    the next model needed (README, "Benchmarks and reports"). The runner's session stops its
+    workers' spinning when a run returns (and keeps it during the run, as a serving process
+    does), and says so; other sessions keep onnxruntime's defaults."""
     import onnxruntime as ort
 
     from engine.bench.runners import OnnxRunner
     from engine.formats import onnx_model
 
-    def spinning(opts) -> str | None:
+    def entry(opts, key: str) -> str | None:
         try:
-            return opts.get_session_config_entry("session.intra_op.allow_spinning")
+            return opts.get_session_config_entry(key)
         except Exception:
-            return None  # not set: onnxruntime's default (spin)
+            return None  # not set: onnxruntime's default
 
-    seen: list[str | None] = []
+    seen: list[tuple[str | None, str | None]] = []
     real = ort.InferenceSession
 
     def spy(path, sess_options=None, **kwargs):
-        seen.append(spinning(sess_options))
+        seen.append((entry(sess_options, "session.force_spinning_stop"), entry(sess_options, "session.intra_op.allow_spinning")))
         return real(path, sess_options=sess_options, **kwargs)
 
     monkeypatch.setattr(ort, "InferenceSession", spy)
     model = chain_onnx(tmp_path / "chain.onnx", depth=2)
     runner = OnnxRunner(model, threads=2)
     onnx_model.session(model.path)
-    assert seen == ["0", None]
-    assert runner.describe()["thread_spinning"] is False
+    assert seen == [("1", None), (None, None)]
+    assert runner.describe()["thread_spinning"] == "during a run only"
     assert runner.run({"x": np.ones((2, 256), dtype=np.float32)})[0].shape == (2, 256)
