@@ -12,6 +12,7 @@ Each method runs as the engine runs it (``build_step`` + ``PassContext``). ``sta
 ``mixed`` get the sentences as their dataset (an .npz-like Dataset of token arrays): static
 calibrates on the first 128 rows, mixed measures sensitivity on 32; the cosine columns are
 computed on all rows, so those two have seen part of the evaluation data (noted in the table).
+(skipln*) is the default built without the residual-sum rewrite, to show what it is worth.
 QAT (train*) starts from the Hugging Face checkpoint and fine-tunes toward the float model's
 outputs on 400 other sentences (none of the evaluation rows), then is delivered as ONNX int8.
 The other methods see no data (generated inputs where they need any).
@@ -20,11 +21,13 @@ The other methods see no data (generated inputs where they need any).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -35,6 +38,7 @@ from engine.bench.runners import OnnxRunner  # noqa: E402
 from engine.context import PassContext  # noqa: E402
 from engine.data import Dataset  # noqa: E402
 from engine.model import ModelFile  # noqa: E402
+from engine.passes import _residual_sum  # noqa: E402
 from engine.registry import build_step  # noqa: E402
 from tests import materials  # noqa: E402
 
@@ -53,6 +57,7 @@ METHODS: dict[str, dict] = {
     "QAT int8, 3 epochs (train*)": {"op": "quantize", "method": "qat", "epochs": 3, "batch_size": 16, "lr": 5e-5, "dropout": False},
     "DEFAULT {op: quantize}": {"op": "quantize"},
     "DEFAULT, without attention fusion": {"op": "quantize", "fuse_attention": False},
+    "DEFAULT, residuals as SkipLayerNormalization (skipln*)": {"op": "quantize"},
     "DEFAULT on the SDPA export (sdpa*)": {"op": "quantize"},
 }
 
@@ -87,7 +92,10 @@ def main() -> int:
         ctx = PassContext(work_dir=folder / str(len(models)), original=source, dataset=data)
         ctx.work_dir.mkdir(parents=True)
         started = time.perf_counter()
-        models[name] = build_step(step).run(source, ctx)
+        # (skipln*): the default as it was before engine/passes/_residual_sum.py, to time what the
+        # rewrite is worth in the same run.
+        with mock.patch.object(_residual_sum, "rewrite", return_value=0) if "skipln*" in name else contextlib.nullcontext():
+            models[name] = build_step(step).run(source, ctx)
         notes[name] = f"{time.perf_counter() - started:.0f}s"
         if "kept_float" in ctx.resolved:
             notes[name] += f", {len(ctx.resolved['kept_float'])} layers float"
@@ -121,6 +129,7 @@ def main() -> int:
         )
     print("\n(data*): calibrated / sensitivity-measured on rows of the same sentences; (train*): trained on other sentences;")
     print("(sdpa*): transformers' default SDPA export (same function; speedups are against the eager export's fp32).")
+    print("(skipln*): the default without the residual-sum rewrite (onnxruntime's SkipLayerNormalization kernels).")
     return 0
 
 

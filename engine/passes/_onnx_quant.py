@@ -45,7 +45,7 @@ def as_onnx(model: ModelFile, ctx: PassContext) -> ModelFile:
 
 def preprocess(src: Path, dest: Path) -> Path:
     """onnxruntime's ``quant_pre_process`` (constant folding, basic graph optimization, shape
-    inference), which the quantizer needs to see every MatMul's types. Symbolic shape inference
+    inference), which the quantizer needs to see every MatMul's types, then ``sum_residuals``. Symbolic shape inference
     fails on transformers' exports (LIBRARY-NOTES), so it is skipped; if pre-processing fails for
     another graph, quantize the original rather than failing the job."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -56,7 +56,22 @@ def preprocess(src: Path, dest: Path) -> Path:
         return src
     finally:
         quiet_quantization_logging()
-    return dest if dest.is_file() else src
+    if not dest.is_file():
+        return src
+    sum_residuals(dest)
+    return dest
+
+
+def sum_residuals(path: Path) -> int:
+    """Rewrite ``path`` (a file the pass made, never its input) in place with its residual sums as ``Sum`` nodes (``_residual_sum``: keeps
+    onnxruntime from running them as its slow SkipLayerNormalization); how many were rewritten."""
+    from engine.passes import _residual_sum
+
+    proto = onnx_model.load_proto(path)
+    count = _residual_sum.rewrite(proto)
+    if count:
+        onnx_model.save_proto(proto, path)
+    return count
 
 
 def weight_matmuls(path: Path) -> list[str]:

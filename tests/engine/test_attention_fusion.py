@@ -58,6 +58,16 @@ def _ops(path: Path) -> list[str]:
     return [n.op_type for n in onnx_model.load_proto(path, with_data=False).graph.node]
 
 
+def _session_ops(path: Path, dest: Path) -> list[str]:
+    """The op types of the graph a default onnxruntime session runs."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(dest)
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return _ops(dest)
+
+
 def _outputs(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
     session = onnx_model.session(path)
     return [session.run(None, f)[0] for f in feeds]
@@ -121,6 +131,11 @@ def test_the_default_quantizes_the_fused_attention(tmp_path: Path) -> None:
     assert ctx.resolved["fused"]["Attention"] == LAYERS
     assert ctx.resolved["recipe"].startswith("attention fusion")
     assert _ops(out.path).count("QAttention") == LAYERS
+    # The fusion's SkipLayerNormalizations (two per layer) run as Sum + LayerNormalization, also
+    # after a default session has optimized the graph (engine/passes/_residual_sum.py).
+    assert ctx.resolved["residual_sums"] == 2 * LAYERS
+    assert "SkipLayerNormalization" not in _ops(out.path) and _ops(out.path).count("LayerNormalization") == 2 * LAYERS
+    assert "SkipLayerNormalization" not in _session_ops(out.path, tmp_path / "optimized.onnx")
     unfused_ctx = PassContext(work_dir=tmp_path / "work2", original=src)
     unfused_ctx.work_dir.mkdir()
     unfused = build_step({"op": "quantize", "target_cosine": 0.9, "fuse_attention": False}).run(src, unfused_ctx)
