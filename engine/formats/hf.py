@@ -151,6 +151,9 @@ def _load_restructured(cls: Any, config: Any, folder: Path) -> Any:
     state: dict[str, Any] = {}
     for file in sorted(folder.glob("*.safetensors")):
         state.update(load_file(str(file)))
+    for key in modeling_shrink.guard_keys(config):
+        if key in state and state[key].numel() == 0:
+            del state[key]
     missing, unexpected = model.load_state_dict(state, strict=False)
     params = dict(model.named_parameters(remove_duplicate=False))
     loaded = {id(params[k]) for k in state if k in params}
@@ -178,6 +181,7 @@ def save_model(model: Any, dest: Path, *, tokenizer_from: Path | None = None) ->
 
     dest.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(dest), safe_serialization=True)
+    _write_guards(dest, model.config)
     _ship_model_code(dest)
     if tokenizer_from is not None:
         for name in TOKENIZER_FILES:
@@ -185,6 +189,32 @@ def save_model(model: Any, dest: Path, *, tokenizer_from: Path | None = None) ->
             if src.is_file():
                 shutil.copy2(src, dest / name)
     return dest
+
+
+_GUARD_SHARD = "model-shrink-guards.safetensors"
+
+
+def _write_guards(folder: Path, config: Any) -> None:
+    """An empty tensor under each factorized layer's original weight name
+    (``modeling_shrink.guard_keys``): a load without the checkpoint's code then fails loudly."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from engine.formats import modeling_shrink
+
+    keys = modeling_shrink.guard_keys(config)
+    if not keys:
+        return
+    guards = {key: torch.zeros(0) for key in keys}
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():  # sharded: one more shard, named in the index
+        save_file(guards, str(folder / _GUARD_SHARD), metadata={"format": "pt"})
+        data = json.loads(index.read_text())
+        data["weight_map"].update(dict.fromkeys(keys, _GUARD_SHARD))
+        index.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return
+    single = folder / "model.safetensors"
+    save_file({**load_file(str(single)), **guards}, str(single), metadata={"format": "pt"})
 
 
 # Auto classes a restructured checkpoint maps to its modeling_shrink classes (when transformers has

@@ -15,10 +15,17 @@ It therefore imports only torch and transformers. Shrink itself never runs a che
 ``engine.formats.hf`` imports this module from the engine and applies the same ``restructure``.
 Each generated class builds the stock architecture from the config, then narrows or splits the
 recorded layers before transformers loads the safetensors weights into them.
+
+A factorized checkpoint also carries an empty tensor under each split layer's original weight
+name (``guard_keys``). Loaded without ``trust_remote_code``, transformers would otherwise build
+the stock layers, find none of their weights, initialise them randomly and only list them as
+MISSING in its load report; the empty tensor makes it stop with a size mismatch instead. The
+classes here skip those tensors.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch.nn as nn
@@ -123,6 +130,12 @@ def restructure(model: Any, config: Any) -> Any:
     return model
 
 
+def guard_keys(config: Any) -> list[str]:
+    """The original weight name of each factorized layer: where the checkpoint keeps an empty
+    tensor so that a stock load fails instead of initialising those layers randomly."""
+    return [f"{name}.weight" for name in (getattr(config, LOW_RANK_KEY, None) or {})]
+
+
 def shrink_class(base_name: str) -> type:
     """``Shrink<base_name>``: the transformers class, restructured as its config records."""
     base = getattr(transformers, base_name)
@@ -130,5 +143,11 @@ def shrink_class(base_name: str) -> type:
     def __init__(self: Any, config: Any, *args: Any, **kwargs: Any) -> None:
         base.__init__(self, config, *args, **kwargs)
         restructure(self, config)
+        guards = [re.escape(key) + "$" for key in guard_keys(config)]
+        current = self._keys_to_ignore_on_load_unexpected  # a set since transformers 5, a list before
+        if isinstance(current, set):
+            self._keys_to_ignore_on_load_unexpected = current | set(guards)
+        else:
+            self._keys_to_ignore_on_load_unexpected = list(current or []) + guards
 
     return type(f"Shrink{base_name}", (base,), {"__init__": __init__, "__module__": __name__})

@@ -146,6 +146,39 @@ def test_factorized_hf_checkpoint_reloads_with_its_structure(tmp_path):
     with torch.no_grad():
         c = stock(**feeds).last_hidden_state
     torch.testing.assert_close(c, b, atol=1e-5, rtol=1e-5)
+    # Without the checkpoint's code transformers would build stock Linears and initialise them
+    # randomly; the empty tensors under their names make it refuse instead (modeling_shrink.guard_keys).
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        transformers.AutoModel.from_pretrained(str(out.path))
+
+
+def test_a_sharded_factorized_checkpoint_names_its_guards_in_the_index(tmp_path):
+    """Large checkpoints are saved in shards: the empty guard tensors go in a shard of their own,
+    listed in the index, and both loaders behave as for one file."""
+    import json
+
+    import transformers
+
+    from engine.formats import hf, modeling_shrink
+
+    config = transformers.BertConfig(
+        vocab_size=100, hidden_size=32, num_attention_heads=2, num_hidden_layers=2, intermediate_size=64
+    )
+    setattr(config, modeling_shrink.LOW_RANK_KEY, {"encoder.layer.0.intermediate.dense": {"kind": "linear", "rank": 4}})
+    torch.manual_seed(0)
+    model = modeling_shrink.restructure(transformers.BertModel(config), config).eval()
+    folder = tmp_path / "sharded"
+    model.save_pretrained(str(folder), safe_serialization=True, max_shard_size="20KB")
+    hf._write_guards(folder, model.config)
+
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    assert index["weight_map"]["encoder.layer.0.intermediate.dense.weight"] == hf._GUARD_SHARD
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        transformers.BertModel.from_pretrained(str(folder))
+    reloaded = hf.load_model(folder)
+    ids = torch.randint(0, 100, (2, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).last_hidden_state, model(input_ids=ids).last_hidden_state)
 
 
 def _macs(module: torch.nn.Module, x: torch.Tensor) -> int:
