@@ -112,11 +112,10 @@ def _write_head_counts(proto) -> None:
         width = projection_width(node.input[0])
         if heads is None or head_size is None or width is None or heads.size != 1 or head_size.size != 1:
             continue
-        if int(heads.reshape(-1)[0]) != -1 or head_size.reshape(-1)[0] <= 0 or width % int(head_size.reshape(-1)[0]):
+        size = int(head_size.reshape(-1)[0])
+        if int(heads.reshape(-1)[0]) != -1 or size <= 0 or width % size:
             continue
-        count = numpy_helper.from_array(
-            np.array([width // int(head_size.reshape(-1)[0])], dtype=heads.dtype), f"{node.name}_head_count"
-        )
+        count = numpy_helper.from_array(np.array([width // size], dtype=heads.dtype), f"{node.name}_head_count")
         graph.initializer.append(count)
         concat.input[2] = count.name
 

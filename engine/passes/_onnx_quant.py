@@ -43,11 +43,12 @@ def as_onnx(model: ModelFile, ctx: PassContext) -> ModelFile:
     return model.with_path(dest, "onnx")
 
 
-def preprocess(src: Path, dest: Path) -> Path:
+def preprocess(src: Path, dest: Path, *, residual_sums: bool = True) -> Path:
     """onnxruntime's ``quant_pre_process`` (constant folding, basic graph optimization, shape
-    inference), which the quantizer needs to see every MatMul's types, then ``sum_residuals``. Symbolic shape inference
-    fails on transformers' exports (LIBRARY-NOTES), so it is skipped; if pre-processing fails for
-    another graph, quantize the original rather than failing the job."""
+    inference), which the quantizer needs to see every MatMul's types, then ``sum_residuals``
+    unless the caller does that itself after rewriting the graph further. Symbolic shape
+    inference fails on transformers' exports (LIBRARY-NOTES), so it is skipped; if pre-processing
+    fails for another graph, quantize the original rather than failing the job."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
@@ -58,13 +59,15 @@ def preprocess(src: Path, dest: Path) -> Path:
         quiet_quantization_logging()
     if not dest.is_file():
         return src
-    sum_residuals(dest)
+    if residual_sums:
+        sum_residuals(dest)
     return dest
 
 
 def sum_residuals(path: Path) -> int:
-    """Rewrite ``path`` (a file the pass made, never its input) in place with its residual sums as ``Sum`` nodes (``_residual_sum``: keeps
-    onnxruntime from running them as its slow SkipLayerNormalization); how many were rewritten."""
+    """Rewrite ``path`` (a file the pass made, never its input) in place with its residual sums as
+    ``Sum`` nodes (``_residual_sum``: keeps onnxruntime from running them as its slow
+    SkipLayerNormalization); how many normalizations read a ``Sum`` now."""
     from engine.passes import _residual_sum
 
     proto = onnx_model.load_proto(path)

@@ -43,7 +43,6 @@ class OnnxMagnitudePrune(Pass):
     devices = ("cpu", "cuda")
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-
         from engine.formats.onnx_model import load_proto, save_proto
         from engine.pruning.onnx_initializers import prune_initializers
         from engine.pruning.sparse_storage import storage_report

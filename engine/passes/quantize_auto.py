@@ -85,7 +85,8 @@ class AutoQuantize(Pass):
         model = _onnx_quant.as_onnx(model, ctx)
         feeds = _onnx_quant.evaluation_feeds(model.path, ctx, rows=cfg.calibration_rows, sequence_length=cfg.sequence_length)
         fusion = _attention_fusion.fuse_attention(model.path, ctx.work_dir / "fused.onnx", feeds) if cfg.fuse_attention else None
-        src = _onnx_quant.preprocess(fusion.path if fusion else model.path, ctx.work_dir / "preprocessed.onnx")
+        # Residual sums once, after the split: each outlier correction then joins its Sum.
+        src = _onnx_quant.preprocess(fusion.path if fusion else model.path, ctx.work_dir / "preprocessed.onnx", residual_sums=False)
         float_nodes: list[str] = []
         counts: dict[str, int] = {}
         if cfg.max_outlier_channels > 0:
@@ -95,7 +96,6 @@ class AutoQuantize(Pass):
             )
         else:
             split = src
-        # Again after the split: each outlier correction joins its residual Sum instead of an Add.
         sums = _onnx_quant.sum_residuals(split) if split != model.path else 0
         result = mixed_precision(
             split,
