@@ -1,16 +1,17 @@
 """The pass registry: every compression method is a ``Pass`` subclass with a typed config.
 
-Following Olive and torchao (STYLE.md): a pass registers itself when its module is imported; its
-config is a pydantic model with ``extra="forbid"`` whose JSON schema is what ``/v1/capabilities``
-publishes and what the API validates job specs against. Adding a method is adding one file under
-``engine/passes/``.
+A pass registers itself when its module is imported (as Olive's passes do); its config is a
+pydantic model with ``extra="forbid"`` whose JSON schema is what ``/v1/capabilities`` publishes and
+what the API validates job specs against. A pass names its config once, as its type parameter
+(``class Fp16Convert(Pass[Fp16Config])``), so ``self.config`` is typed and the registry knows the
+config class. Adding a method is adding one file under ``engine/passes/``.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -25,8 +26,23 @@ class PassConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Pass:
-    """A compression step. Subclasses set the class attributes and implement ``run``."""
+ConfigT = TypeVar("ConfigT", bound=PassConfig)
+
+
+def _declared_config(cls: type) -> type[PassConfig] | None:
+    """The config class a subclass gives as its type parameter: ``Pass[Fp16Config]``."""
+    for base in cls.__dict__.get("__orig_bases__", ()):
+        origin = get_origin(base)
+        if isinstance(origin, type) and issubclass(origin, Pass):
+            for arg in get_args(base):
+                if isinstance(arg, type) and issubclass(arg, PassConfig):
+                    return arg
+    return None
+
+
+class Pass(Generic[ConfigT]):
+    """A compression step. Subclasses name their config as the type parameter, set the class
+    attributes and implement ``run``."""
 
     op: ClassVar[str]
     method: ClassVar[str]
@@ -38,19 +54,24 @@ class Pass:
     # The method used when a step gives only ``{"op": ...}``.
     default_for_op: ClassVar[bool] = False
 
-    _registry: ClassVar[dict[tuple[str, str], type[Pass]]] = {}
+    _registry: ClassVar[dict[tuple[str, str], type[Pass[Any]]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        declared = _declared_config(cls)
+        if declared is not None:
+            cls.config_type = declared
         if getattr(cls, "method", None) is None or getattr(cls, "op", None) is None:
             return  # an abstract intermediate class
+        if not hasattr(cls, "config_type"):
+            raise TypeError(f"pass {cls.__name__} names no config: subclass Pass[ItsConfig]")
         key = (cls.op, cls.method)
         if key in Pass._registry and Pass._registry[key] is not cls:
             raise RuntimeError(f"pass {key} registered twice")
         Pass._registry[key] = cls
 
-    def __init__(self, config: PassConfig):
-        self.config = config
+    def __init__(self, config: ConfigT):
+        self.config: ConfigT = config
 
     @property
     def name(self) -> str:

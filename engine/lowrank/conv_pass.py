@@ -4,15 +4,31 @@ by its decomposition, record the structure so the model loads again, report the 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import Field
 
 from engine.context import PassContext
 from engine.errors import PassNotApplicable
 from engine.model import ModelFile
-from engine.registry import Pass
+from engine.registry import Pass, PassConfig
 
 
-class ConvDecompositionPass(Pass):
+class ConvSelection(PassConfig):
+    """Which convolutions a decomposition touches: the options Tucker-2 and CP share."""
+
+    min_channels: int = Field(
+        8, ge=1, le=4096, description="convolutions with fewer input or output channels stay"
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="regular expressions on layer names kept dense"
+    )
+
+
+ConvConfigT = TypeVar("ConvConfigT", bound=ConvSelection)
+
+
+class ConvDecompositionPass(Pass[ConvConfigT]):
     """Subclasses implement ``decompose``; ``run`` is the same for every method."""
 
     section: str  # the report section and the progress label
@@ -32,10 +48,10 @@ class ConvDecompositionPass(Pass):
 
         cfg = self.config
         tm = load_torch(model)
-        patterns = [re.compile(p) for p in cfg.exclude]  # type: ignore[attr-defined]
+        patterns = [re.compile(p) for p in cfg.exclude]
         convs = [
             (n, c)
-            for n, c in conv_decomp.decomposable_convs(tm.module, cfg.min_channels)  # type: ignore[attr-defined]
+            for n, c in conv_decomp.decomposable_convs(tm.module, cfg.min_channels)
             if not any(p.search(n) for p in patterns)
         ]
         layers = []

@@ -63,10 +63,9 @@ class DistillConfig(TrainConfig):
     )
 
 
-class Distill(Pass):
+class Distill(Pass[DistillConfig]):
     op = "distill"
     method = "kd"
-    config_type = DistillConfig
     summary = "knowledge distillation (soft targets, embeddings, hidden states) into the model or a smaller student"
     accepts = ("onnx", "hf")
     devices = ("cpu", "cuda")
@@ -77,7 +76,7 @@ class Distill(Pass):
         from engine import distill_students, training
         from engine.formats.torch_model import load_torch, save_torch
 
-        cfg: DistillConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         current = load_torch(model)
         teacher = load_torch(ctx.original) if cfg.teacher == "original" else load_torch(model)
         layer_map = None

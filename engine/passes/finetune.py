@@ -21,10 +21,9 @@ class FinetuneConfig(TrainConfig):
     )
 
 
-class Finetune(Pass):
+class Finetune(Pass[FinetuneConfig]):
     op = "finetune"
     method = "train"
-    config_type = FinetuneConfig
     summary = "fine-tuning (AdamW, warm-up + cosine, early stopping, resumable per epoch)"
     accepts = ("onnx", "hf")
     devices = ("cpu", "cuda")
@@ -35,7 +34,7 @@ class Finetune(Pass):
         from engine import training
         from engine.formats.torch_model import load_torch, save_torch
 
-        cfg: FinetuneConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         tm = load_torch(model)
         result = training.fit(tm, ctx, cfg, objective=cfg.objective, name="finetune")
         ctx.add_report_section("finetune", {**result.summary(), "history": result.history})

@@ -64,10 +64,9 @@ class LowRankSVDConfig(PassConfig):
     )
 
 
-class LowRankSVD(Pass):
+class LowRankSVD(Pass[LowRankSVDConfig]):
     op = "lowrank"
     method = "svd"
-    config_type = LowRankSVDConfig
     summary = (
         "SVD of linear layers (MatMul/Gemm weights) into two thinner layers; ranks by sensitivity"
     )
@@ -76,7 +75,7 @@ class LowRankSVD(Pass):
     default_for_op = True
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        cfg: LowRankSVDConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if model.format == "onnx":
             layers, dest = self._onnx(model, ctx, cfg)
         else:

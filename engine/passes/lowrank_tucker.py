@@ -6,11 +6,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from engine.lowrank.conv_pass import ConvDecompositionPass
-from engine.registry import PassConfig
+from engine.lowrank.conv_pass import ConvDecompositionPass, ConvSelection
 
 
-class TuckerConfig(PassConfig):
+class TuckerConfig(ConvSelection):
     rank_rule: Literal["ratio", "energy"] = Field(
         "ratio",
         description="ratio: keep rank_ratio of the input and output channels; energy: per mode, the smallest rank holding `energy` of the unfolding's squared singular values",
@@ -21,18 +20,11 @@ class TuckerConfig(PassConfig):
     energy: float = Field(
         0.9, ge=0.5, le=0.9999, description="energy rule: share of squared singular values kept"
     )
-    min_channels: int = Field(
-        8, ge=1, le=4096, description="convolutions with fewer input or output channels stay"
-    )
-    exclude: list[str] = Field(
-        default_factory=list, description="regular expressions on layer names kept dense"
-    )
 
 
-class LowRankTucker(ConvDecompositionPass):
+class LowRankTucker(ConvDecompositionPass[TuckerConfig]):
     op = "lowrank"
     method = "tucker"
-    config_type = TuckerConfig
     summary = "Tucker-2 of convolutions into 1x1 -> kxk -> 1x1 (tensorly partial_tucker)"
     accepts = ("onnx", "hf")
     devices = ("cpu", "cuda")
@@ -41,7 +33,7 @@ class LowRankTucker(ConvDecompositionPass):
     def ranks(self, conv: Any) -> tuple[Any, int]:
         from engine.lowrank import conv_decomp
 
-        cfg: TuckerConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if cfg.rank_rule == "energy":
             weight = conv.weight.detach().double().cpu().numpy()
             rank_out = conv_decomp.mode_energy_rank(weight, 0, cfg.energy)

@@ -53,10 +53,9 @@ class MagnitudePruneConfig(RecoveryOptions):
         return self
 
 
-class MagnitudePrune(TorchPrunePass):
+class MagnitudePrune(TorchPrunePass[MagnitudePruneConfig]):
     op = "prune"
     method = "magnitude"
-    config_type = MagnitudePruneConfig
     summary = "unstructured L1 magnitude pruning (global/local, gradual with fine-tuning, 2:4); zeros compress"
     accepts = ("onnx", "hf")
     devices = ("cpu", "cuda")
@@ -68,7 +67,7 @@ class MagnitudePrune(TorchPrunePass):
         from engine.pruning.schedule import cubic_sparsity, linear_fractions
         from engine.pruning.sparse_storage import storage_report
 
-        cfg: MagnitudePruneConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         tm = load_torch(model).trainable()
         tm.module.to(ctx.device)
         if cfg.schedule == "cubic":

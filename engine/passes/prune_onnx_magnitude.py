@@ -32,10 +32,9 @@ class OnnxMagnitudePruneConfig(PassConfig):
     )
 
 
-class OnnxMagnitudePrune(Pass):
+class OnnxMagnitudePrune(Pass[OnnxMagnitudePruneConfig]):
     op = "prune"
     method = "onnx_magnitude"
-    config_type = OnnxMagnitudePruneConfig
     summary = (
         "zero the smallest ONNX weights in place (no conversion, no fine-tuning); zeros compress"
     )
@@ -47,7 +46,7 @@ class OnnxMagnitudePrune(Pass):
         from engine.pruning.onnx_initializers import prune_initializers
         from engine.pruning.sparse_storage import storage_report
 
-        cfg: OnnxMagnitudePruneConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         proto = load_proto(model.path)
         applied = prune_initializers(proto, sparsity=cfg.sparsity, scope=cfg.scope)
         # Its own folder: a sparse model ships as a deflated zip of that folder (engine.job).

@@ -72,10 +72,9 @@ class StructuredPruneConfig(RecoveryOptions):
     )
 
 
-class StructuredPrune(TorchPrunePass):
+class StructuredPrune(TorchPrunePass[StructuredPruneConfig]):
     op = "prune"
     method = "structured"
-    config_type = StructuredPruneConfig
     summary = "remove whole channels, neurons and attention heads (torch-pruning): fewer MACs, really faster"
     accepts = ("onnx", "hf")
     devices = ("cpu", "cuda")
@@ -85,7 +84,7 @@ class StructuredPrune(TorchPrunePass):
 
     def check(self, model: ModelFile, ctx: PassContext) -> None:
         super().check(model, ctx)
-        cfg: StructuredPruneConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if cfg.global_pruning and model.format == "hf":
             from engine.errors import ConfigInvalid
 
@@ -105,7 +104,7 @@ class StructuredPrune(TorchPrunePass):
         from engine.pruning.recovery import prune_in_rounds
         from engine.pruning.schedule import linear_fractions
 
-        cfg: StructuredPruneConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         tm = load_torch(model).trainable()
         tm.module.to(ctx.device)
         before = measure.module_summary(tm)

@@ -68,10 +68,9 @@ class AutoQuantizeConfig(PassConfig):
     reduce_range: _onnx_quant.ReduceRange = _onnx_quant.reduce_range_field()
 
 
-class AutoQuantize(Pass):
+class AutoQuantize(Pass[AutoQuantizeConfig]):
     op = "quantize"
     method = "auto"
-    config_type = AutoQuantizeConfig
     summary = "Default: int8 with outlier channels in float, checked against a fidelity target"
     # An HF checkpoint is exported to ONNX first: the result is an ONNX model.
     accepts = ("onnx", "hf")
@@ -79,7 +78,7 @@ class AutoQuantize(Pass):
     default_for_op = True
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        cfg: AutoQuantizeConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         reduce_range = _onnx_quant.resolve_reduce_range(cfg.reduce_range, ctx)
         ctx.progress(0.0, "pre-processing")
         model = _onnx_quant.as_onnx(model, ctx)

@@ -59,10 +59,9 @@ def cluster(values: np.ndarray, bits: int, *, sample: int, seed: int) -> tuple[n
     return codebook.astype(values.dtype), indices.astype(np.uint8).reshape(values.shape)
 
 
-class CodebookQuantize(Pass):
+class CodebookQuantize(Pass[CodebookConfig]):
     op = "quantize"
     method = "codebook"
-    config_type = CodebookConfig
     summary = "k-means codebook: 2^bits shared values per weight tensor, stored as uint8 indices + codebook"
     accepts = ("onnx",)
     devices = ("cpu", "cuda")
@@ -71,7 +70,7 @@ class CodebookQuantize(Pass):
         import onnx
         from onnx import helper, numpy_helper
 
-        cfg: CodebookConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         proto = onnx_model.load_proto(model.path)
         graph = proto.graph
         # An initializer also listed as a graph input can be overridden by the caller: leave it.

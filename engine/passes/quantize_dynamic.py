@@ -34,16 +34,15 @@ class DynamicQuantizeConfig(PassConfig):
     nodes_to_exclude: list[str] = Field(default_factory=list, description="node names kept in float")
 
 
-class DynamicQuantize(Pass):
+class DynamicQuantize(Pass[DynamicQuantizeConfig]):
     op = "quantize"
     method = "dynamic"
-    config_type = DynamicQuantizeConfig
     summary = "ONNX dynamic int8: int8 weights, activations quantized at run time"
     accepts = ("onnx",)
     devices = ("cpu",)
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        cfg: DynamicQuantizeConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         src = _onnx_quant.preprocess(model.path, ctx.work_dir / "preprocessed.onnx") if cfg.preprocess else model.path
         dest = _onnx_quant.dynamic_int8(
             src,

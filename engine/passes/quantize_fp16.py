@@ -23,10 +23,9 @@ class Fp16Config(PassConfig):
     nodes_to_exclude: list[str] = Field(default_factory=list, description="node names kept in float32")
 
 
-class Fp16Convert(Pass):
+class Fp16Convert(Pass[Fp16Config]):
     op = "quantize"
     method = "fp16"
-    config_type = Fp16Config
     summary = "ONNX float16 weights and compute, float32 inputs/outputs kept"
     accepts = ("onnx",)
     devices = ("cpu", "cuda")
@@ -34,7 +33,7 @@ class Fp16Convert(Pass):
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-        cfg: Fp16Config = self.config  # type: ignore[assignment]
+        cfg = self.config
         proto = onnx_model.load_proto(model.path)
         converted = convert_float_to_float16(
             proto,

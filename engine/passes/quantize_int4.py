@@ -33,10 +33,9 @@ class Int4Config(PassConfig):
     nodes_to_exclude: list[str] = Field(default_factory=list, description="MatMul node names kept in float")
 
 
-class Int4WeightOnly(Pass):
+class Int4WeightOnly(Pass[Int4Config]):
     op = "quantize"
     method = "int4"
-    config_type = Int4Config
     summary = "ONNX block-wise 4-bit weight-only MatMul (MatMulNBits)"
     accepts = ("onnx",)
     devices = ("cpu", "cuda")
@@ -45,7 +44,7 @@ class Int4WeightOnly(Pass):
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
         _onnx_quant.quiet_quantization_logging()
-        cfg: Int4Config = self.config  # type: ignore[assignment]
+        cfg = self.config
         src = _onnx_quant.preprocess(model.path, ctx.work_dir / "preprocessed.onnx")
         quantizer = MatMulNBitsQuantizer(
             onnx_model.load_proto(src),

@@ -126,16 +126,15 @@ def sensitivity_section(result: MixedResult, target: float) -> dict[str, Any]:
     }
 
 
-class MixedPrecisionQuantize(Pass):
+class MixedPrecisionQuantize(Pass[MixedPrecisionConfig]):
     op = "quantize"
     method = "mixed"
-    config_type = MixedPrecisionConfig
     summary = "ONNX dynamic int8 with the most sensitive layers kept in float until a fidelity target is met"
     accepts = ("onnx",)
     devices = ("cpu",)
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        cfg: MixedPrecisionConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         src = _onnx_quant.preprocess(model.path, ctx.work_dir / "preprocessed.onnx") if cfg.preprocess else model.path
         result = mixed_precision(
             src,

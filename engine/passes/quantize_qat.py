@@ -42,10 +42,9 @@ class QatConfig(TrainConfig):
     )
 
 
-class QuantizationAwareTraining(Pass):
+class QuantizationAwareTraining(Pass[QatConfig]):
     op = "quantize"
     method = "qat"
-    config_type = QatConfig
     summary = "quantization-aware training (torchao fake quant + fine-tuning), delivered as ONNX int8"
     accepts = ("onnx", "hf")
     devices = ("cpu", "cuda")
@@ -63,7 +62,7 @@ class QuantizationAwareTraining(Pass):
         from engine.formats import torch_bridge
         from engine.formats.torch_model import load_torch, save_torch
 
-        cfg: QatConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         ctx.require_dataset("quantization-aware training fine-tunes on it")
         tm = load_torch(model).trainable()
         weight_config = IntxFakeQuantizeConfig(torch.int8, "per_channel", is_symmetric=True)

@@ -50,10 +50,9 @@ class StaticQuantizeConfig(PassConfig):
     nodes_to_exclude: list[str] = Field(default_factory=list, description="node names kept in float")
 
 
-class StaticQuantize(Pass):
+class StaticQuantize(Pass[StaticQuantizeConfig]):
     op = "quantize"
     method = "static"
-    config_type = StaticQuantizeConfig
     summary = "ONNX static int8 (QDQ): activation ranges calibrated on the job's dataset"
     accepts = ("onnx",)
     devices = ("cpu",)
@@ -67,7 +66,7 @@ class StaticQuantize(Pass):
             quantize_static,
         )
 
-        cfg: StaticQuantizeConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         dataset = ctx.require_dataset("static quantization calibrates activation ranges on it")
         inputs, _ = onnx_model.signature(onnx_model.load_proto(model.path, with_data=False))
         missing = [spec["name"] for spec in inputs if spec["name"] not in dataset.arrays]

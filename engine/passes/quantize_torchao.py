@@ -77,10 +77,9 @@ def _pack_nibbles(values: np.ndarray) -> np.ndarray:
     return (values[..., 0::2] | (values[..., 1::2] << 4)).astype(np.uint8)
 
 
-class TorchaoQuantize(Pass):
+class TorchaoQuantize(Pass[TorchaoConfig]):
     op = "quantize"
     method = "torchao"
-    config_type = TorchaoConfig
     summary = "torchao int8 dynamic / int8 / int4 weight-only of Linear weights, written as ONNX operators"
     accepts = ("onnx", "hf")
     devices = ("cpu",)
@@ -92,7 +91,7 @@ class TorchaoQuantize(Pass):
         import onnx
         from onnx import helper, numpy_helper
 
-        cfg: TorchaoConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         source = _onnx_quant.as_onnx(model, ctx)
         proto = onnx_model.load_proto(source.path)
         graph = proto.graph

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from engine.context import PassContext
 from engine.model import ModelFile
+from engine.pruning.recovery import RecoveryOptions
 from engine.registry import Pass
 
+RecoveryConfigT = TypeVar("RecoveryConfigT", bound=RecoveryOptions)
 
-class TorchPrunePass(Pass):
+
+class TorchPrunePass(Pass[RecoveryConfigT]):
     """Base of prune.magnitude and prune.structured (not registered: it has no op/method)."""
 
     def check(self, model: ModelFile, ctx: PassContext) -> None:
         super().check(model, ctx)
-        if getattr(self.config, "max_metric_drop", None) is not None:
+        if self.config.max_metric_drop is not None:
             ctx.require_dataset(f"{self.name}: max_metric_drop is measured on a validation split")
         if model.format == "onnx":
             # Refuse before any work, naming the operators onnx2torch lacks.
