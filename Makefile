@@ -45,7 +45,7 @@ lint: install
 	$(VENV)/bin/ruff check api core worker engine tests bench
 
 bench: install
-	$(PY) bench/service.py
+	$(PY) -m bench.service
 
 clean:
 	rm -rf var .pytest_cache .cache

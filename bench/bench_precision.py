@@ -1,6 +1,6 @@
 """Benchmark precision: how narrow the p50 interval gets, and how much the p50 moves between runs.
 
-    .venv/bin/python bench/bench_precision.py [--repeats 3] [--budget 30] [--target 0.03]
+    .venv/bin/python -m bench.bench_precision [--repeats 3] [--budget 30] [--target 0.03]
 
 MiniLM-L6 (ONNX, fp32) is benchmarked against its dynamic-int8 copy, interleaved, by the same
 code a job uses (``engine.bench.report.benchmark_models``), ``--repeats`` times. Each run stops
@@ -22,12 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from engine.bench.config import BenchmarkConfig  # noqa: E402
-from engine.bench.report import CandidateInput, benchmark_models  # noqa: E402
-from engine.model import ModelFile  # noqa: E402
-from tests import materials  # noqa: E402
+from bench import materials
+from engine.bench.config import BenchmarkConfig
+from engine.bench.report import CandidateInput, benchmark_models
+from engine.model import ModelFile
 
 
 def main() -> int:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import materials
 from engine.bench.latency import measure_interleaved
 from engine.bench.macs import count_macs
 from engine.bench.runners import OnnxRunner
@@ -32,7 +33,6 @@ from engine.data import Dataset
 from engine.formats import hf, onnx_model, torch_bridge
 from engine.model import ModelFile
 from engine.pipeline import build_recipe, run_recipe
-from tests import materials
 
 
 def as_onnx(model: ModelFile, dest: Path) -> Path:

@@ -1,6 +1,6 @@
 """Pruning benchmark: every pruning method and ratio against the original, measured side by side.
 
-    .venv/bin/python bench/prune.py [--budget 4] [--threads 1] [--skip-minilm]
+    .venv/bin/python -m bench.prune [--budget 4] [--threads 1] [--skip-minilm]
 
 Each candidate is produced by the real pass (``engine.registry.build_step``), with fine-tuning on
 the job-like dataset where the recipe asks for it, then measured with the job's benchmark
@@ -24,15 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from engine.bench.config import BenchmarkConfig  # noqa: E402
-from engine.bench.report import CandidateInput, benchmark_models  # noqa: E402
-from engine.context import PassContext  # noqa: E402
-from engine.data import Dataset  # noqa: E402
-from engine.model import ModelFile  # noqa: E402
-from engine.registry import build_step  # noqa: E402
-from tests import materials  # noqa: E402
+from bench import materials
+from engine.bench.config import BenchmarkConfig
+from engine.bench.report import CandidateInput, benchmark_models
+from engine.context import PassContext
+from engine.data import Dataset
+from engine.model import ModelFile
+from engine.registry import build_step
 
 CNN_RECIPES: list[tuple[str, dict[str, Any]]] = [
     (

@@ -1,6 +1,6 @@
 """Every quantization method on MiniLM-L6 (ONNX), against fp32, in one run.
 
-    .venv/bin/python bench/quantize_minilm.py [--sentences 400] [--budget 40] [--threads 0]
+    .venv/bin/python -m bench.quantize_minilm [--sentences 400] [--budget 40] [--threads 0]
 
 For fp32 (Shrink's eager-attention export; transformers' SDPA export beside it) and each
 method: file size, latency at batch 1 and 8 (median of interleaved rounds,
@@ -29,18 +29,16 @@ import time
 from pathlib import Path
 from unittest import mock
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from engine.bench.latency import measure_interleaved  # noqa: E402
-from engine.bench.runners import OnnxRunner  # noqa: E402
-from engine.context import PassContext  # noqa: E402
-from engine.data import Dataset  # noqa: E402
-from engine.model import ModelFile  # noqa: E402
-from engine.passes import _residual_sum  # noqa: E402
-from engine.registry import build_step  # noqa: E402
-from tests import materials  # noqa: E402
+from bench import materials
+from engine.bench.latency import measure_interleaved
+from engine.bench.runners import OnnxRunner
+from engine.context import PassContext
+from engine.data import Dataset
+from engine.model import ModelFile
+from engine.passes import _residual_sum
+from engine.registry import build_step
 
 METHODS: dict[str, dict] = {
     "dynamic per-tensor (ORT defaults)": {"op": "quantize", "method": "dynamic", "per_channel": False, "preprocess": False},

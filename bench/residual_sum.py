@@ -1,6 +1,6 @@
 """onnxruntime's SkipLayerNormalization against Sum + LayerNormalization, at MiniLM's shapes.
 
-    .venv/bin/python bench/residual_sum.py [--budget 10]
+    .venv/bin/python -m bench.residual_sum [--budget 10]
 
 Why ``engine/passes/_residual_sum.py`` exists: the int8 default used to run each residual sum
 and normalization as onnxruntime's ``SkipLayerNormalization`` (the transformer optimizer writes
@@ -13,20 +13,17 @@ thread and with the runtime's default. The outputs are compared first.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-from engine.bench.latency import measure_interleaved  # noqa: E402
-from engine.bench.runners import OnnxRunner  # noqa: E402
-from engine.model import ModelFile  # noqa: E402
-from engine.passes import _residual_sum  # noqa: E402
+from engine.bench.latency import measure_interleaved
+from engine.bench.runners import OnnxRunner
+from engine.model import ModelFile
+from engine.passes import _residual_sum
 
 DEPTH = 10
 

@@ -1,7 +1,7 @@
 """Service benchmark: upload throughput and the API's memory while it streams a large body, and
 submit -> running latency of jobs on Redis (+ PostgreSQL + S3 over HTTP).
 
-    .venv/bin/python bench/service.py [--upload-gib 2] [--jobs 100]
+    .venv/bin/python -m bench.service [--upload-gib 2] [--jobs 100]
 
 The upload is a real dataset (.npz of one float32 array) that the API spools to disk while
 hashing it, inspects in the sandbox and stores: peak RSS of the API process is sampled every
@@ -11,7 +11,6 @@ hashing it, inspects in the sandbox and stores: peak RSS of the API process is s
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import threading
 import time
@@ -23,10 +22,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests import materials  # noqa: E402
-from tests.services import REDIS_URL_BASE, ServiceStack, free_port, postgres_schema  # noqa: E402
+from bench import materials
+from bench.stack import REDIS_URL_BASE, ServiceStack, free_port, postgres_schema
 
 
 def write_npz(path: Path, gib: float) -> None:

@@ -1,6 +1,7 @@
-"""Shared fixtures: the real services of this machine (PostgreSQL, Redis), an S3 endpoint over
+"""Shared fixtures: the real services on 127.0.0.1 (PostgreSQL, Redis), an S3 endpoint over
 real HTTP (moto's server mode), and the whole service started as processes (uvicorn + a Celery
-worker). On this machine and in CI these never skip; elsewhere they fail with a clear reason."""
+worker). Where they run (the development machine, CI) these never skip; elsewhere they skip with a clear
+reason."""
 
 from __future__ import annotations
 
@@ -11,14 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import (
-    REDIS_URL_BASE,
-    ServiceStack,
-    clear_caches,
-    free_port,
-    postgres_schema,
-    require_service,
-)
+from bench.stack import REDIS_URL_BASE, ServiceStack, free_port, postgres_schema
+from tests.services import clear_caches, require_service
 
 os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

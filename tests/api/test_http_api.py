@@ -10,9 +10,9 @@ import zipfile
 import httpx
 import pytest
 
-from tests import materials
+from bench import materials
+from bench.stack import ServiceStack
 from tests.e2e.test_whole_road import FAST_BENCH
-from tests.services import ServiceStack
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,10 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 
+from bench.stack import postgres_schema
 from core.db import alembic_config, migrate
 from core.models import Base
-from tests.services import postgres_schema, require_service
+from tests.services import require_service
 
 TABLES = {"tenants", "api_keys", "models", "datasets", "jobs", "candidates", "artifacts", "job_events", "idempotency_records"}
 

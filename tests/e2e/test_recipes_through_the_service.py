@@ -9,9 +9,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests import materials
+from bench import materials
+from bench.stack import ServiceStack
 from tests.e2e.test_whole_road import FAST_BENCH
-from tests.services import ServiceStack
 
 
 @pytest.mark.slow

@@ -10,9 +10,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from bench import materials
+from bench.stack import ServiceStack
 from engine.formats import onnx_model
-from tests import materials
-from tests.services import ServiceStack
 
 FAST_BENCH = {"batch_sizes": [1], "warmup_runs": 2, "min_runs": 5, "max_runs": 30, "time_budget_seconds": 2, "fidelity_rows": 8}
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests import materials
+from bench import materials
+from bench.stack import ServiceStack
 from tests.e2e.test_whole_road import FAST_BENCH
-from tests.services import ServiceStack
 
 
 def _engine_processes(job_id: str) -> list[psutil.Process]:

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench import materials
 from engine.context import PassContext
 from engine.data import Dataset
 from engine.model import ModelFile
 from engine.registry import build_step
-from tests import materials
 
 
 def run_step(

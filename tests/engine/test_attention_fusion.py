@@ -116,7 +116,7 @@ def test_an_sdpa_export_is_left_unfused(tmp_path: Path) -> None:
 
 
 def test_a_cnn_is_left_alone(tmp_path: Path) -> None:
-    from tests import materials
+    from bench import materials
 
     cnn = materials.digits_cnn_onnx()
     feeds = [{"image": materials.digits()[1][:4]}]

@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench import materials
 from core.reports import render_report_html
 from engine.bench.config import BenchmarkConfig
 from engine.bench.report import CandidateInput, benchmark_models, choose_best
 from engine.bench.runners import DeviceUnavailable, make_runner
 from engine.data import Dataset
 from engine.model import ModelFile
-from tests import materials
 
 # The digits CNN of tests/materials.py: conv 1->32, conv 32->64 on 8x8, pool, conv 64->64 on 4x4,
 # linear 64->10. Batch norms are folded into the convolutions by the export.

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import materials
 from engine.bench import memory
 from engine.bench.config import BenchmarkConfig
 from engine.bench.report import CandidateInput, benchmark_models, choose_best
 from engine.model import ModelFile
-from tests import materials
 
 
 def chain_onnx(path: Path, *, depth: int, width: int = 256, seed: int = 0) -> ModelFile:

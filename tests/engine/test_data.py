@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import materials
 from engine import data, training
 from engine.data import Dataset, load_dataset
 from engine.errors import DatasetInvalid, DatasetMismatch
 from engine.formats.torch_model import TorchModel
 from engine.model import ModelFile
-from tests import materials
 
 
 def test_split_is_deterministic_and_stratified_by_class():

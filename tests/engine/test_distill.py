@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench import materials
 from engine import distill_losses, distill_students, training
 from engine.context import PassContext
 from engine.data import Dataset
@@ -16,7 +17,6 @@ from engine.formats import onnx_model
 from engine.formats.torch_model import load_torch
 from engine.model import ModelFile
 from engine.registry import build_step
-from tests import materials
 
 
 def ctx_for(tmp_path: Path, original: ModelFile, dataset: Dataset | None = None) -> PassContext:

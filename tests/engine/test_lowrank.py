@@ -9,6 +9,7 @@ import onnx
 import pytest
 import torch
 
+from bench import materials
 from engine.context import PassContext
 from engine.data import Dataset
 from engine.formats import onnx_model, torch_bridge
@@ -17,7 +18,6 @@ from engine.lowrank import conv_decomp
 from engine.lowrank import ranks as rank_rules
 from engine.model import ModelFile
 from engine.registry import build_step
-from tests import materials
 
 
 def ctx_for(tmp_path: Path, original: ModelFile, dataset: Dataset | None = None) -> PassContext:

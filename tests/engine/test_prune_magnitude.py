@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import materials
 from engine.bench.sizes import size_on_disk
 from engine.errors import ConfigInvalid
 from engine.job import package_model
 from engine.model import ModelFile
 from engine.registry import build_step
-from tests import materials
 from tests.engine.pruning_support import (
     digits_train_dataset,
     initializer_arrays,

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from bench import materials
 from engine.bench.sizes import size_on_disk
 from engine.context import PassContext
 from engine.errors import ConversionUnsupported
 from engine.model import ModelFile
 from engine.registry import build_step
-from tests import materials
 from tests.engine.pruning_support import (
     initializer_arrays,
     onnx_outputs,

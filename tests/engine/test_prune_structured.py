@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import materials
 from engine.bench.latency import measure_interleaved, speedup
 from engine.bench.runners import OnnxRunner
 from engine.data import Dataset
@@ -14,7 +15,6 @@ from engine.errors import DatasetInvalid
 from engine.formats import onnx_model
 from engine.model import ModelFile
 from engine.registry import get_pass
-from tests import materials
 from tests.engine.pruning_support import (
     digits_train_dataset,
     initializer_arrays,

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import materials
 from engine.data import Dataset
 from engine.formats import hf, torch_bridge
 from engine.model import ModelFile
-from tests import materials
 from tests.engine.pruning_support import (
     onnx_outputs,
     run_step,

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import materials
 from engine import hardware
 from engine.bench.latency import measure_interleaved
 from engine.bench.runners import OnnxRunner
@@ -16,7 +17,6 @@ from engine.context import PassContext
 from engine.formats import onnx_model
 from engine.model import ModelFile
 from engine.registry import build_step
-from tests import materials
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import materials
 from engine.context import PassContext
 from engine.data import Dataset
 from engine.formats import onnx_model
 from engine.model import ModelFile
 from engine.registry import build_step
-from tests import materials
 
 SENTENCES = 400
 HELD_OUT = slice(200, 400)

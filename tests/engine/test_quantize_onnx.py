@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import materials
 from engine.context import PassContext
 from engine.data import Dataset
 from engine.errors import DatasetMismatch, DatasetRequired
@@ -16,7 +17,6 @@ from engine.formats import onnx_model
 from engine.model import ModelFile
 from engine.passes import _onnx_quant
 from engine.registry import build_step, get_pass
-from tests import materials
 
 
 def _run(step: dict, model: ModelFile, work: Path, dataset: Dataset | None = None) -> tuple[ModelFile, PassContext]:

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import materials
 from engine.context import PassContext
 from engine.data import Dataset
 from engine.errors import DatasetRequired
 from engine.formats import onnx_model
 from engine.model import ModelFile
 from engine.registry import build_step
-from tests import materials
 
 
 def _accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from bench import materials
 from engine import training
 from engine.context import PassContext
 from engine.data import Dataset
 from engine.errors import Canceled
 from engine.formats.torch_model import TorchModel, load_torch
 from engine.model import ModelFile
-from tests import materials
 
 ROWS = 640  # enough to learn digits in an epoch or two, small enough for 2 cores
 

@@ -13,9 +13,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tests import materials
+from bench import materials
+from bench.stack import ServiceStack
 from tests.e2e.test_whole_road import FAST_BENCH
-from tests.services import ServiceStack
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 
