@@ -8,7 +8,6 @@ directly from Python.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import platform
 import shutil
@@ -20,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.bench.config import BenchmarkConfig
-from engine.bench.provenance import build_manifest
+from engine.bench.provenance import build_manifest, sha256_file
 from engine.bench.report import CandidateInput, benchmark_models, choose_best
 from engine.context import PassContext
 from engine.data import Dataset, load_dataset
@@ -49,14 +48,6 @@ class JobRequest(BaseModel):
     work_dir: Path
     out_dir: Path
     checkpoint_dir: Path | None = None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -177,10 +168,10 @@ def run_job(request: JobRequest, emit: Emit | None = None) -> dict[str, Any]:
     manifest = build_manifest(
         job_id=request.job_id,
         kind=request.kind,
-        input_sha256=request.model_sha256 or _sha256(request.model_path),
+        input_sha256=request.model_sha256 or sha256_file(request.model_path),
         input_format=original.format,
-        reference_sha256=_sha256(request.reference_model_path) if request.reference_model_path else None,
-        dataset_sha256=_sha256(request.dataset_path) if request.dataset_path else None,
+        reference_sha256=sha256_file(request.reference_model_path) if request.reference_model_path else None,
+        dataset_sha256=sha256_file(request.dataset_path) if request.dataset_path else None,
         dataset_info=report.get("dataset"),
         recipe=recipe_run,
         benchmark_config=bench_config.model_dump(),

@@ -18,11 +18,9 @@ _PLOT_ONLY = ("histogram", "quantiles")
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+    """The engine's one file digest (the service hashes in ``core.storage``, which it may import)."""
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def compact_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
