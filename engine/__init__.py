@@ -1,7 +1,7 @@
 """Shrink's compression engine.
 
 A library that works on local files and in-memory models. It knows nothing of HTTP, SQL, S3 or
-Celery (DESIGN.md section 1). Importing it is light: torch, onnx and onnxruntime are imported
+Celery (docs/architecture.md, "Parts"). Importing it is light: torch, onnx and onnxruntime are imported
 inside the functions that need them, so the pass registry (and its JSON schemas) can be read
 without loading a deep-learning runtime.
 """

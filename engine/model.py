@@ -17,7 +17,7 @@ class ModelFile:
     ``onnx``: ``path`` is the ``.onnx`` file (external data, if any, lies beside it).
     ``hf``: ``path`` is a folder with ``config.json`` and ``*.safetensors`` (+ tokenizer files).
     ``origin`` is the format the user uploaded; a pass that converts ONNX to PyTorch and back keeps
-    it, so the output is delivered in the input's format (DESIGN.md section 2).
+    it, so the output is delivered in the input's format (docs/architecture.md, "Model formats").
     """
 
     path: Path

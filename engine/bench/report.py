@@ -1,4 +1,4 @@
-"""The benchmark report: baseline and every candidate measured side by side (DESIGN.md 5).
+"""The benchmark report: baseline and every candidate measured side by side.
 
 Every number of every model comes from the same code, on the same inputs, in the same process:
 fidelity and quality on the same rows, latency in interleaved rounds, MACs on the same batch,

@@ -1,4 +1,5 @@
-"""Unpacking of user archives (zip, tar, tar.gz) with limits, by our own code (DESIGN.md 2, 7).
+"""Unpacking of user archives (zip, tar, tar.gz) with limits, by our own code rather than
+``zipfile.extractall``/``tarfile.extractall``.
 
 No absolute paths, no ``..``, no links or devices, a bounded number of members and a bounded
 total size, checked from the archive's index before anything is written.

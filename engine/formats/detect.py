@@ -1,5 +1,5 @@
 """Turn an uploaded file into a ``ModelFile``: detect the format from the content and refuse
-formats whose loaders run code (DESIGN.md section 2)."""
+formats whose loaders run code (pickles, ``.pt2`` exported programs, TorchScript)."""
 
 from __future__ import annotations
 

@@ -39,7 +39,8 @@ def save_proto(proto: Any, dest: Path) -> Path:
 
 
 def check_external_data(model: Any, folder: Path) -> None:
-    """External-data locations must stay inside the model's folder (DESIGN.md section 2)."""
+    """External-data locations must stay inside the model's folder: a crafted location
+    must never read a file of the server."""
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
     root = folder.resolve()
@@ -151,8 +152,8 @@ def session(path: Path, *, threads: int = 0, providers: list[str] | None = None,
     Why the benchmark stops them: each session's workers otherwise spin for a while after a run,
     waiting for more work. Timing models round after round, the workers of the model that had
     just run spun on the cores the next model needed: on MiniLM at batch 8 (2 cores) every model
-    ran about 1.5x slower interleaved than alone, which distorted the ratios both ways (README,
-    "Benchmarks and reports"). Turning spinning off altogether (``allow_spinning=0``) also ends it
+    ran about 1.5x slower interleaved than alone, which distorted the ratios both ways
+    (docs/benchmarks.md). Turning spinning off altogether (``allow_spinning=0``) also ends it
     but makes every parallel kernel wake sleeping workers, which a serving process does not pay
     and which taxed graphs of many short kernels (int8) more than fp32. onnxruntime's process-wide
     pool would also end it, but once that pool exists every later session in the process must use

@@ -3,7 +3,7 @@
 ``load_torch`` works for both formats: an HF checkpoint loads with transformers; an ONNX graph is
 converted with onnx2torch. ``save_torch`` writes the result in the model's own format: HF as
 config + safetensors (+ tokenizer), ONNX by exporting with the original signature, so a pruned
-ONNX model comes back as ONNX (DESIGN.md section 2).
+ONNX model comes back as ONNX.
 """
 
 from __future__ import annotations

@@ -126,11 +126,9 @@ def test_peak_memory_is_measured_per_model_in_its_own_process(tmp_path: Path) ->
     assert 40 * 2**20 < extra < 200 * 2**20, extra
 
 
-
-
 def test_timed_runners_do_not_spin_between_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each onnxruntime session's idle workers spin after a run; interleaved, they took the cores
-    the next model needed (README, "Benchmarks and reports"). The runner's session stops its
+    the next model needed (docs/benchmarks.md, "How timing works"). The runner's session stops its
     workers' spinning when a run returns (and keeps it during the run, as a serving process
     does), and says so; other sessions keep onnxruntime's defaults."""
     import onnxruntime as ort
