@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from engine.formats import modeling_shrink
+from engine.lowrank.options import TuckerRankRule
 
 
 def decomposable_convs(module: Any, min_channels: int) -> list[tuple[str, Any]]:
@@ -45,6 +46,21 @@ def mode_energy_rank(weight: np.ndarray, mode: int, energy: float) -> int:
 def tucker2_params(conv: Any, rank_in: int, rank_out: int) -> int:
     kh, kw = conv.kernel_size
     return conv.in_channels * rank_in + rank_in * rank_out * kh * kw + rank_out * conv.out_channels
+
+
+def tucker2_ranks(
+    conv: Any, rule: TuckerRankRule, *, rank_ratio: float, energy: float
+) -> tuple[list[int], int]:
+    """([rank_in, rank_out], the parameters they give): ``rank_ratio`` of each side's channels, or
+    per mode the smallest rank holding ``energy`` of the unfolding's squared singular values."""
+    if rule == "energy":
+        weight = _weight(conv)
+        rank_out = mode_energy_rank(weight, 0, energy)
+        rank_in = mode_energy_rank(weight, 1, energy)
+    else:
+        rank_out = max(1, round(conv.out_channels * rank_ratio))
+        rank_in = max(1, round(conv.in_channels * rank_ratio))
+    return [rank_in, rank_out], tucker2_params(conv, rank_in, rank_out)
 
 
 def dense_params(conv: Any) -> int:

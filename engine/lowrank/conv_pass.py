@@ -3,13 +3,13 @@ by its decomposition, record the structure so the model loads again, report the 
 
 from __future__ import annotations
 
-import re
 from typing import Any, TypeVar
 
 from pydantic import Field
 
 from engine.context import PassContext
 from engine.errors import PassNotApplicable
+from engine.lowrank.options import LayerPatterns, excluded_by
 from engine.model import ModelFile
 from engine.registry import Pass, PassConfig
 
@@ -20,9 +20,7 @@ class ConvSelection(PassConfig):
     min_channels: int = Field(
         8, ge=1, le=4096, description="convolutions with fewer input or output channels stay"
     )
-    exclude: list[str] = Field(
-        default_factory=list, description="regular expressions on layer names kept dense"
-    )
+    exclude: LayerPatterns = Field(description="regular expressions on layer names kept dense")
 
 
 ConvConfigT = TypeVar("ConvConfigT", bound=ConvSelection)
@@ -48,11 +46,11 @@ class ConvDecompositionPass(Pass[ConvConfigT]):
 
         cfg = self.config
         tm = load_torch(model)
-        patterns = [re.compile(p) for p in cfg.exclude]
+        excluded = excluded_by(cfg.exclude)
         convs = [
             (n, c)
             for n, c in conv_decomp.decomposable_convs(tm.module, cfg.min_channels)
-            if not any(p.search(n) for p in patterns)
+            if not excluded(n)
         ]
         layers = []
         for index, (name, conv) in enumerate(convs):

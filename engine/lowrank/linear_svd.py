@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from engine.formats import modeling_shrink
 from engine.lowrank import ranks as rank_rules
 from engine.lowrank import structure
-
-Target = Literal["all", "ffn"]
-RankRule = Literal["sensitivity", "uniform", "energy"]
+from engine.lowrank.options import RankRule, Target, excluded_by
 
 
 def is_ffn_shape(rows: int, cols: int, intermediate_size: int | None) -> bool:
@@ -29,12 +26,12 @@ def linear_layers(
     import torch.nn as nn
 
     intermediate = getattr(getattr(module, "config", None), "intermediate_size", None)
-    patterns = [re.compile(p) for p in exclude]
+    excluded = excluded_by(exclude)
     found = []
     for name, sub in module.named_modules():
         if not isinstance(sub, nn.Linear) or min(sub.in_features, sub.out_features) < min_features:
             continue
-        if any(p.search(name) for p in patterns):
+        if excluded(name):
             continue
         if target == "ffn" and not is_ffn_shape(sub.out_features, sub.in_features, intermediate):
             continue

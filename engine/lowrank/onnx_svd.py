@@ -7,14 +7,14 @@ onnxruntime runs (transformer exports included).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from engine.lowrank import ranks as rank_rules
-from engine.lowrank.linear_svd import Target, is_ffn_shape, svd_factors
+from engine.lowrank.linear_svd import is_ffn_shape, svd_factors
+from engine.lowrank.options import Target, excluded_by
 
 
 @dataclass
@@ -39,7 +39,7 @@ def weight_uses(
     for node in model.graph.node:
         for name in node.input:
             consumers[name] = consumers.get(name, 0) + 1
-    patterns = [re.compile(p) for p in exclude]
+    excluded = excluded_by(exclude)
     uses = []
     for node in model.graph.node:
         if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
@@ -55,9 +55,7 @@ def weight_uses(
         attrs = {a.name: a for a in node.attribute}
         if node.op_type == "Gemm" and "transA" in attrs and attrs["transA"].i:
             continue
-        if min(init.dims) < min_features or any(
-            p.search(node.name) or p.search(init.name) for p in patterns
-        ):
+        if min(init.dims) < min_features or excluded(node.name, init.name):
             continue
         if target == "ffn" and not is_ffn_shape(int(init.dims[0]), int(init.dims[1]), None):
             continue
@@ -82,13 +80,12 @@ def factorize(
 
     done = []
     new_nodes = []
-    by_node = {id(u.node): u for u in uses if chosen.get(u.name)}
+    by_node = {id(u.node): (u, rank) for u in uses if (rank := chosen.get(u.name))}
     for node in model.graph.node:
-        use = by_node.get(id(node))
-        if use is None:
+        if id(node) not in by_node:
             new_nodes.append(node)
             continue
-        rank = int(chosen[use.name])  # type: ignore[arg-type]
+        use, rank = by_node[id(node)]
         w = numpy_helper.to_array(use.initializer).astype(np.float64)
         if use.transposed:
             w = w.T  # now [K, N]: Y = X @ w

@@ -8,19 +8,17 @@ by a following ``finetune`` or ``distill`` step in the same recipe.
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
 from pydantic import Field
 
 from engine.context import PassContext
-from engine.errors import PassNotApplicable
-from engine.lowrank import ranks as rank_rules
+from engine.lowrank.options import EnergyShare, KeptShare, LayerPatterns, RankRule, Target
 from engine.model import ModelFile
+from engine.pruning.options import TokensPerRow
 from engine.registry import Pass, PassConfig
 
 
 class LowRankSVDConfig(PassConfig):
-    rank_rule: Literal["sensitivity", "uniform", "energy"] = Field(
+    rank_rule: RankRule = Field(
         "sensitivity",
         description=(
             "sensitivity: per-layer ranks under a parameter budget, spent where the truncation error "
@@ -28,22 +26,18 @@ class LowRankSVDConfig(PassConfig):
             "layer keeps the smallest rank holding `energy` of its squared singular values"
         ),
     )
-    param_ratio: float = Field(
-        0.5,
-        ge=0.05,
-        le=0.95,
-        description="share of the factorized layers' parameters kept (sensitivity, uniform)",
+    param_ratio: KeptShare = Field(
+        0.5, description="share of the factorized layers' parameters kept (sensitivity, uniform)"
     )
-    energy: float = Field(
-        0.95, ge=0.5, le=0.9999, description="share of squared singular values kept (energy rule)"
+    energy: EnergyShare = Field(
+        0.95, description="share of squared singular values kept (energy rule)"
     )
-    target: Literal["all", "ffn"] = Field(
+    target: Target = Field(
         "all",
         description="which layers: all linear layers, or only the MLP expand/contract layers of transformers",
     )
-    exclude: list[str] = Field(
-        default_factory=list,
-        description="regular expressions; layers (module, node or weight names) they match stay dense",
+    exclude: LayerPatterns = Field(
+        description="regular expressions; layers (module, node or weight names) they match stay dense"
     )
     min_features: int = Field(
         32, ge=2, le=65536, description="layers with a side smaller than this stay dense"
@@ -59,8 +53,8 @@ class LowRankSVDConfig(PassConfig):
     calibration_rows: int = Field(
         256, ge=8, le=100_000, description="dataset rows used by data_aware"
     )
-    max_length: int = Field(
-        64, ge=8, le=4096, description="tokens per text row for data_aware calibration"
+    max_length: TokensPerRow = Field(
+        64, description="tokens per text row for data_aware calibration"
     )
 
 
@@ -75,103 +69,19 @@ class LowRankSVD(Pass[LowRankSVDConfig]):
     default_for_op = True
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        from engine.lowrank.svd_pass import factorize_model
+
         cfg = self.config
-        if model.format == "onnx":
-            layers, dest = self._onnx(model, ctx, cfg)
-        else:
-            layers, dest = self._torch(model, ctx, cfg)
-        dense = sum(layer["dense_params"] for layer in layers)
-        kept = sum(layer["params"] for layer in layers)
-        summary = {
-            "rank_rule": cfg.rank_rule,
-            "layers_factorized": len(layers),
-            "dense_params": dense,
-            "factorized_params": kept,
-            "param_ratio": round(kept / dense, 4) if dense else None,
-        }
-        ctx.resolved.update(
-            summary | {"ranks": {layer["layer"]: layer["rank"] for layer in layers}}
+        return factorize_model(
+            model,
+            ctx,
+            rank_rule=cfg.rank_rule,
+            param_ratio=cfg.param_ratio,
+            energy=cfg.energy,
+            target=cfg.target,
+            exclude=cfg.exclude,
+            min_features=cfg.min_features,
+            data_aware=cfg.data_aware,
+            calibration_rows=cfg.calibration_rows,
+            max_length=cfg.max_length,
         )
-        ctx.add_report_section("lowrank_svd", summary | {"layers": layers})
-        return dest
-
-    def _choose(
-        self, spectra: list[rank_rules.Spectrum], cfg: LowRankSVDConfig
-    ) -> dict[str, int | None]:
-        from engine.lowrank.linear_svd import choose_ranks
-
-        if not spectra:
-            raise PassNotApplicable(
-                "no linear layer to factorize (check target, exclude and min_features)",
-                detail={"target": cfg.target, "min_features": cfg.min_features},
-            )
-        return choose_ranks(spectra, cfg.rank_rule, param_ratio=cfg.param_ratio, energy=cfg.energy)
-
-    def _onnx(
-        self, model: ModelFile, ctx: PassContext, cfg: LowRankSVDConfig
-    ) -> tuple[list[dict[str, Any]], ModelFile]:
-        from engine.formats import onnx_model
-        from engine.lowrank import onnx_svd
-
-        proto = onnx_model.load_proto(model.path)
-        uses = onnx_svd.weight_uses(
-            proto, target=cfg.target, exclude=cfg.exclude, min_features=cfg.min_features
-        )
-        spectra = [onnx_svd.spectrum(u) for u in uses]
-        chosen = self._choose(spectra, cfg)
-        layers = onnx_svd.factorize(proto, uses, chosen)
-        _add_errors(layers, spectra, chosen, key=lambda u: u.name, uses=uses)
-        dest = ctx.work_dir / "model.onnx"
-        onnx_model.save_proto(proto, dest)
-        return layers, model.with_path(dest)
-
-    def _torch(
-        self, model: ModelFile, ctx: PassContext, cfg: LowRankSVDConfig
-    ) -> tuple[list[dict[str, Any]], ModelFile]:
-        from engine.formats.torch_model import load_torch, save_torch
-        from engine.lowrank import linear_svd
-
-        tm = load_torch(model)
-        found = linear_svd.linear_layers(
-            tm.module, target=cfg.target, exclude=cfg.exclude, min_features=cfg.min_features
-        )
-        whitening = None
-        if cfg.data_aware and ctx.dataset is not None and found:
-            whitening = linear_svd.input_whitening(
-                tm,
-                ctx.dataset,
-                [n for n, _ in found],
-                rows=cfg.calibration_rows,
-                max_length=cfg.max_length,
-            )
-        ctx.resolved["data_aware"] = whitening is not None
-        spectra = [
-            linear_svd.spectrum(name, layer.weight, (whitening or {}).get(name))
-            for name, layer in found
-        ]
-        chosen = self._choose(spectra, cfg)
-        layers = linear_svd.factorize_linears(tm.module, chosen, whitening)
-        errors = {
-            s.name: rank_rules.relative_error(s.singular_values, chosen[s.name] or 0)
-            for s in spectra
-        }
-        for layer in layers:
-            layer["relative_error"] = round(errors[layer["layer"]], 5)
-        return layers, save_torch(tm, ctx.work_dir)
-
-
-def _add_errors(
-    layers: list[dict[str, Any]],
-    spectra: list[rank_rules.Spectrum],
-    chosen: dict[str, int | None],
-    *,
-    key: Any,
-    uses: list[Any],
-) -> None:
-    by_layer = {}
-    for use, s in zip(uses, spectra, strict=True):
-        rank = chosen.get(s.name)
-        if rank:
-            by_layer[use.node.name or key(use)] = rank_rules.relative_error(s.singular_values, rank)
-    for layer in layers:
-        layer["relative_error"] = round(by_layer.get(layer["layer"], 0.0), 5)

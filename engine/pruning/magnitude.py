@@ -2,17 +2,20 @@
 
 Masks live as forward pre-hooks (``weight = weight_orig * weight_mask``) while the model is
 fine-tuned, so pruned weights stay zero under the optimizer; ``fold_masks`` makes them plain zeros
-in the weights before the model is saved.
+in the weights before the model is saved. ``prune_model`` is what ``prune.magnitude`` does to a
+model file: masks in rounds on a sparsity schedule, fine-tuning between them, folded and saved.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from fnmatch import fnmatch
-from typing import Any, Literal
+from typing import Any
 
-Scope = Literal["global", "local"]
-Pattern = Literal["unstructured", "2:4"]
+from engine.context import PassContext
+from engine.model import ModelFile
+from engine.pruning.options import Pattern, Schedule, Scope
+from engine.pruning.recovery import RecoveryOptions
 
 
 @dataclass(frozen=True)
@@ -85,10 +88,6 @@ def _nm_method() -> Any:
     return NMPruning
 
 
-def is_masked(target: WeightTarget) -> bool:
-    return hasattr(target.module, f"{target.name}_mask")
-
-
 def fold_masks(root: Any) -> int:
     """Make every mask permanent (zeros stored in the weight itself); returns how many were folded."""
     from torch.nn.utils import prune
@@ -155,3 +154,56 @@ def weight_sparsity(targets: list[WeightTarget]) -> dict[str, Any]:
         "zero_params": zeros,
         "sparsity": zeros / total if total else 0.0,
     }
+
+
+def prune_model(
+    model: ModelFile,
+    ctx: PassContext,
+    options: RecoveryOptions,
+    *,
+    sparsity: float,
+    scope: Scope,
+    pattern: Pattern,
+    schedule: Schedule,
+    exclude: list[str],
+) -> ModelFile:
+    """Prune ``model`` to ``sparsity`` in ``options.steps`` rounds; reports into ``ctx``."""
+    from engine.formats.torch_model import load_torch, save_torch
+    from engine.pruning import measure
+    from engine.pruning.recovery import prune_in_rounds
+    from engine.pruning.schedule import cubic_sparsity, linear_fractions
+    from engine.pruning.sparse_storage import storage_report
+
+    tm = load_torch(model).trainable()
+    tm.module.to(ctx.device)
+    if schedule == "cubic":
+        targets = cubic_sparsity(sparsity, options.steps)
+    else:
+        targets = [sparsity * f for f in linear_fractions(options.steps)]
+    ctx.resolved["sparsity_per_round"] = [round(s, 4) for s in targets]
+
+    def prune_round(index: int) -> dict[str, object]:
+        applied = apply_masks(
+            tm.module, sparsity=targets[index], scope=scope, pattern=pattern, exclude=exclude
+        )
+        return {"target_sparsity": round(targets[index], 4), **applied}
+
+    rounds = prune_in_rounds(tm, ctx, options, prune_round, name="prune")
+    fold_masks(tm.module)
+    final = weight_sparsity(prunable_weights(tm.module, exclude))
+    tm.module.to("cpu")
+    # Its own folder: a sparse model ships as a deflated zip of that folder (engine.job).
+    out = save_torch(tm, ctx.subdir("model"))
+    storage = storage_report(model, out)
+    report = {
+        "method": "magnitude",
+        "scope": scope,
+        "pattern": pattern,
+        "prunable_sparsity": final["sparsity"],
+        **storage,
+        "macs": measure.count_macs(tm),
+        **rounds,
+    }
+    ctx.add_report_section("prune", report)
+    ctx.resolved["achieved_sparsity"] = round(final["sparsity"], 4)
+    return out.with_path(out.path, sparsity=storage["sparsity"])

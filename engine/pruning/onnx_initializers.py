@@ -2,14 +2,19 @@
 
 For graphs that onnx2torch cannot convert, and when no fine-tuning is wanted. A weight is an
 initializer that a Conv, ConvTranspose, Gemm or MatMul multiplies by (not a bias, not a shape);
-its smallest magnitudes are set to zero, so deflate-compressed storage shrinks.
+its smallest magnitudes are set to zero, so deflate-compressed storage shrinks. ``prune_model``
+is what ``prune.onnx_magnitude`` does to a model file.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
+
+from engine.context import PassContext
+from engine.model import ModelFile
+from engine.pruning.options import Scope
 
 # Operator -> the input positions that hold a weight (the other operand is the activation).
 WEIGHT_INPUTS: dict[str, tuple[int, ...]] = {
@@ -36,9 +41,7 @@ def weight_initializers(model: Any) -> list[Any]:
     return list(picked.values())
 
 
-def prune_initializers(
-    model: Any, *, sparsity: float, scope: Literal["global", "local"]
-) -> dict[str, Any]:
+def prune_initializers(model: Any, *, sparsity: float, scope: Scope) -> dict[str, Any]:
     """Zero the smallest-magnitude ``sparsity`` of the weights in place; returns what was done."""
     from onnx import numpy_helper
 
@@ -76,3 +79,29 @@ def prune_initializers(
         "zero_params": zeros,
         "sparsity": zeros / total,
     }
+
+
+def prune_model(model: ModelFile, ctx: PassContext, *, sparsity: float, scope: Scope) -> ModelFile:
+    """Prune the initializers of ``model`` into a copy in its own folder; reports into ``ctx``."""
+    from engine.formats.onnx_model import load_proto, save_proto
+    from engine.pruning.sparse_storage import storage_report
+
+    proto = load_proto(model.path)
+    applied = prune_initializers(proto, sparsity=sparsity, scope=scope)
+    # Its own folder: a sparse model ships as a deflated zip of that folder (engine.job).
+    dest = ctx.subdir("model") / "model.onnx"
+    save_proto(proto, dest)
+    out = model.with_path(dest, "onnx")
+    storage = storage_report(model, out)
+    ctx.add_report_section(
+        "prune",
+        {
+            "method": "onnx_magnitude",
+            "scope": scope,
+            "layers": applied["layers"],
+            "prunable_sparsity": applied["sparsity"],
+            **storage,
+        },
+    )
+    ctx.resolved["achieved_sparsity"] = round(applied["sparsity"], 4)
+    return out.with_path(dest, sparsity=storage["sparsity"])

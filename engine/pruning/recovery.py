@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from engine.context import PassContext
+from engine.pruning.options import TokensPerRow
 from engine.registry import PassConfig
 
 if TYPE_CHECKING:
@@ -61,9 +62,7 @@ class RecoveryOptions(PassConfig):
         le=0.5,
         description="share of the dataset held out to measure the metric (split by the job's seed)",
     )
-    max_length: int = Field(
-        64, ge=8, le=4096, description="tokens per text row (text datasets only)"
-    )
+    max_length: TokensPerRow = Field(64, description="tokens per text row (text datasets only)")
 
 
 def _train_config(options: RecoveryOptions) -> Any:

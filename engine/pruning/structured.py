@@ -9,22 +9,29 @@ Two layouts:
   the layers that produce the model's outputs, whose width is the output's shape;
 - BERT-style transformers (HF): only attention heads (query/key/value rows of whole heads) and
   FFN neurons (rows of ``intermediate.dense``); the hidden size, which the embeddings, residual
-  stream and layer norms share, stays, so the checkpoint keeps its config (LIBRARY-NOTES.md).
+  stream and layer norms share, stays, so the checkpoint keeps its config.
+
+``prune_model`` is what ``prune.structured`` does to a model file: torch-pruning steps in rounds
+towards a ratio or a MACs target, fine-tuning between them, the config synced and saved.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from engine.errors import DatasetInvalid, PassNotApplicable
+from engine.context import PassContext
+from engine.errors import PassNotApplicable
+from engine.model import ModelFile
+from engine.pruning.options import Importance
+from engine.pruning.recovery import RecoveryOptions
 
 if TYPE_CHECKING:
-    from engine.data import Dataset
     from engine.formats.torch_model import TorchModel
 
-Importance = Literal["l1", "l2", "taylor"]
+# With a MACs target, torch-pruning moves towards ``ratio`` in this many equal increments and
+# stops at the first that reaches the target: the resolution of MACs targets (2% of ratio).
+MACS_INCREMENTS = 50
 
 
 @dataclass
@@ -186,7 +193,7 @@ def sync_attention_config(tm: TorchModel) -> dict[str, Any]:
 
     torch-pruning changes the Linear layers only; BERT's attention reshapes with
     ``num_attention_heads`` / ``all_head_size``, and the config must say the new FFN width and
-    head counts, or a reload builds the old shapes (LIBRARY-NOTES.md).
+    head counts, or a reload builds the old shapes.
     """
     from engine.pruning import hf_heads
 
@@ -209,39 +216,110 @@ def sync_attention_config(tm: TorchModel) -> dict[str, Any]:
     return {"attention_heads": heads, "intermediate_size": widths[0]}
 
 
-def accumulate_taylor_gradients(
-    tm: TorchModel,
-    batches: Callable[[], Iterator[tuple[dict[str, Any], Any]]],
+def prune_model(
+    model: ModelFile,
+    ctx: PassContext,
+    options: RecoveryOptions,
     *,
-    max_batches: int = 8,
-) -> None:
-    """First-order Taylor importance needs dL/dw on the job's data: sum it over a few batches."""
-    import torch.nn.functional as F
+    ratio: float,
+    macs_ratio: float | None,
+    head_ratio: float,
+    importance: Importance,
+    global_pruning: bool,
+    round_to: int | None,
+) -> ModelFile:
+    """Prune ``model`` in ``options.steps`` rounds; reports into ``ctx``."""
+    from engine.bench.sizes import parameter_counts, size_on_disk
+    from engine.formats.torch_model import load_torch, save_torch
+    from engine.pruning import measure, taylor
+    from engine.pruning.recovery import prune_in_rounds
+    from engine.pruning.schedule import linear_fractions
 
-    tm.module.zero_grad(set_to_none=True)
-    tm.module.eval()  # importance of the deployed (eval-mode) network
-    for index, (feeds, labels) in enumerate(batches()):
-        if index >= max_batches:
-            break
-        logits = tm.forward(feeds)
-        if logits.dim() != 2:
-            raise DatasetInvalid(
-                "importance 'taylor' needs a model that outputs class logits; this one outputs "
-                f"a {logits.dim()}-D tensor (embeddings): use importance 'l2' or 'l1'"
-            )
-        F.cross_entropy(logits.float(), labels.long()).backward()
+    tm = load_torch(model).trainable()
+    tm.module.to(ctx.device)
+    before = measure.module_summary(tm)
+    # A plain ratio needs one torch-pruning step per round (each step ranks every group: seconds
+    # on a transformer); a MACs target needs fine increments to stop close to it.
+    increments = MACS_INCREMENTS if macs_ratio is not None else options.steps
+    pruner = build_pruner(
+        tm,
+        ratio=ratio,
+        head_ratio=head_ratio,
+        importance=importance,
+        global_pruning=global_pruning,
+        round_to=round_to,
+        iterative_steps=increments,
+    )
+    taylor_data = (
+        taylor.taylor_rows(ctx.dataset, options.validation_fraction, ctx.seed)
+        if importance == "taylor"
+        else None
+    )
+    fractions = linear_fractions(options.steps)
 
+    def one_increment() -> None:
+        if taylor_data is not None:
+            taylor.accumulate_gradients(tm, ctx, taylor_data, options)
+        pruner.step()
+        if taylor_data is not None:
+            tm.module.zero_grad(set_to_none=True)
 
-def taylor_rows(dataset: Dataset | None, validation_fraction: float, seed: int) -> Dataset:
-    """The training rows Taylor importance is computed on; refuses data without class labels."""
+    def prune_round(index: int) -> dict[str, Any]:
+        # Each round goes an equal share of the way: of the ratio (one torch-pruning step), or of
+        # the MACs to remove (as many increments as that takes).
+        if macs_ratio is None:
+            one_increment()
+        else:
+            goal_macs = before["macs"] * (1 - (1 - macs_ratio) * fractions[index])
+            while pruner.current_step < increments and measure.count_macs(tm) > goal_macs:
+                ctx.check_cancel()
+                one_increment()
+        macs = measure.count_macs(tm)
+        shapes = sync_attention_config(tm) if tm.kind == "hf" else {}
+        return {
+            "ratio": round(ratio * pruner.current_step / increments, 4),
+            "head_ratio": round(head_ratio * pruner.current_step / increments, 4),
+            "macs": macs,
+            "params": measure.parameter_count(tm.module),
+            **shapes,
+        }
+
+    rounds = prune_in_rounds(tm, ctx, options, prune_round, name="prune")
+    if tm.kind == "hf":
+        shapes = sync_attention_config(tm)
+    after = measure.module_summary(tm)
+    tm.module.to("cpu")
+    out = save_torch(tm, ctx.work_dir)
+    sizes = size_on_disk(out)
+    report: dict[str, Any] = {
+        "method": "structured",
+        "importance": importance,
+        "params_before": before["params"],
+        "params": after["params"],
+        "macs_before": before["macs"],
+        "macs": after["macs"],
+        "macs_ratio": after["macs"] / before["macs"] if before["macs"] else None,
+        "params_ratio": after["params"] / before["params"] if before["params"] else None,
+        "nonzero_params": parameter_counts(out)["nonzero_params"],
+        "size_bytes": sizes["size_bytes"],
+        "compressed_size_bytes": sizes["compressed_size_bytes"],
+        **rounds,
+    }
+    if "macs_sequence_length" in after:
+        report["macs_sequence_length"] = after["macs_sequence_length"]
+    if tm.kind == "hf":
+        report.update(shapes)
     if (
-        dataset is None
-        or dataset.labels is None
-        or dataset.labels.dtype.kind not in "iub"
-        or dataset.labels.ndim != 1
+        macs_ratio is not None
+        and after["macs"] > before["macs"] * macs_ratio * 1.001
+        and not rounds["stopped_early"]
     ):
-        raise DatasetInvalid(
-            "importance 'taylor' needs a dataset with integer class labels (its loss gradients rank the "
-            "channels); without labels use importance 'l2' or 'l1'"
-        )
-    return dataset.split(validation_fraction, seed)[0]
+        report["note"] = f"MACs target not reached: ratio {ratio} is the most each layer may lose"
+    ctx.add_report_section("prune", report)
+    ctx.resolved.update(
+        {
+            "macs_ratio_achieved": round(report["macs_ratio"] or 1.0, 4),
+            "params": after["params"],
+        }
+    )
+    return out
