@@ -13,7 +13,7 @@ PORT ?= 8000
 $(STAMP): pyproject.toml requirements-nodeps.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch==2.13.0: pip resolves the CPU wheel where one is available locally (docs/operations.md).
+	# torch==2.13.0: pip resolves the CPU wheel where one is available locally (docs/operations.md, "Installing without the image").
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
