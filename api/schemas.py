@@ -153,7 +153,13 @@ class Report(BaseModel, extra="allow"):
     environment: dict[str, Any]
 
 
+class OpMethods(BaseModel):
+    default: str | None = Field(description="the method of a step that names only its op; null: the step must name one")
+    methods: list[str]
+
+
 class Capabilities(BaseModel, extra="allow"):
     passes: list[dict[str, Any]]
+    ops: dict[str, OpMethods]
     formats: list[str]
     limits: dict[str, Any]
