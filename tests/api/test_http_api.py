@@ -1,5 +1,5 @@
-"""The HTTP contract over real HTTP (DESIGN.md section 4): uploads both ways, pagination,
-Idempotency-Key, live events, cancel, benchmarks, capabilities, health, metrics, CORS."""
+"""The HTTP contract over real HTTP (docs/architecture.md, API contract): uploads both ways,
+pagination, Idempotency-Key, live events, cancel, benchmarks, capabilities, health, metrics, CORS."""
 
 from __future__ import annotations
 
