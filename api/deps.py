@@ -1,4 +1,5 @@
-"""Dependencies, named once (STYLE.md): ``SessionDep``, ``CurrentTenant``."""
+"""The routes' dependencies, each named once: ``SessionDep``, ``CurrentTenant``, ``Limit``,
+``Cursor``, ``IdempotencyKey``."""
 
 from __future__ import annotations
 
@@ -16,12 +17,8 @@ from core.tenants import service as tenants
 
 
 def _session() -> Iterator[Session]:
-    session = new_session()
-    try:
+    with new_session() as session:  # closing discards whatever the route did not commit
         yield session
-    finally:
-        session.rollback()  # whatever the route did not commit is discarded
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(_session)]

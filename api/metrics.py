@@ -29,14 +29,12 @@ LATENCY = Histogram("shrink_http_request_seconds", "HTTP request latency", ["met
 class JobsCollector:
     def collect(self) -> Iterator[GaugeMetricFamily]:
         gauge = GaugeMetricFamily("shrink_jobs", "Jobs by state and queue", labels=["state", "queue"])
-        session = new_session()
         try:
-            for state, queue, count in session.execute(select(Job.state, Job.queue, func.count()).group_by(Job.state, Job.queue)):
-                gauge.add_metric([state, queue], count)
+            with new_session() as session:
+                for state, queue, count in session.execute(select(Job.state, Job.queue, func.count()).group_by(Job.state, Job.queue)):
+                    gauge.add_metric([state, queue], count)
         except Exception:  # noqa: BLE001 - a scrape must not fail on a database hiccup
             pass
-        finally:
-            session.close()
         yield gauge
 
 

@@ -1,16 +1,16 @@
-"""Response shapes (DESIGN.md section 4), built from ORM rows."""
+"""Response shapes of the API contract (docs/architecture.md, API contract), built from ORM rows."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
+from core.jobs.states import JobState
 from core.models import Artifact, Candidate, Job, StoredDataset, StoredModel
 
 T = TypeVar("T")
-JobState = Literal["queued", "running", "succeeded", "failed", "canceled"]
 
 
 class ErrorDetail(BaseModel):
@@ -83,7 +83,7 @@ class JobOut(BaseModel):
     def of(cls, j: Job) -> JobOut:
         base = f"/v1/jobs/{j.id}"
         return cls(
-            id=j.id, kind=j.kind, state=j.state, model_id=j.model_id, dataset_id=j.dataset_id, spec=j.spec,  # type: ignore[arg-type]
+            id=j.id, kind=j.kind, state=j.state, model_id=j.model_id, dataset_id=j.dataset_id, spec=j.spec,
             queue=j.queue, attempts=j.attempts,
             progress=Progress(stage=j.progress_stage, fraction=j.progress_fraction, message=j.progress_message),
             error=j.error, result=j.result, labels=j.labels, cancel_requested=j.cancel_requested,
@@ -144,7 +144,7 @@ class CandidateReport(BaseModel, extra="allow"):
 
 
 class Report(BaseModel, extra="allow"):
-    """Baseline and every candidate, measured side by side (DESIGN.md section 5)."""
+    """Baseline and every candidate, measured side by side."""
 
     job_id: str
     baseline: Metrics
@@ -153,7 +153,13 @@ class Report(BaseModel, extra="allow"):
     environment: dict[str, Any]
 
 
+class OpMethods(BaseModel):
+    default: str | None = Field(description="the method of a step that names only its op; null: the step must name one")
+    methods: list[str]
+
+
 class Capabilities(BaseModel, extra="allow"):
     passes: list[dict[str, Any]]
+    ops: dict[str, OpMethods]
     formats: list[str]
     limits: dict[str, Any]

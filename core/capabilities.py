@@ -32,29 +32,29 @@ def get_capabilities() -> dict[str, Any]:
 
 
 def resolve_pass(op: Any, method: Any, where: str) -> dict[str, Any]:
-    passes = get_capabilities()["passes"]
-    ops = sorted({p["op"] for p in passes})
+    """The capability entry of the pass a step selects, resolved from the engine's ``ops`` map
+    (each op's methods and default) as the engine itself resolves it."""
+    document = get_capabilities()
+    ops: dict[str, dict[str, Any]] = document["ops"]
     if not isinstance(op, str) or op not in ops:
+        known = sorted(ops)
         raise ValidationFailed(
-            f"{where}.op: unknown op {op!r}; known ops: {', '.join(ops)}",
+            f"{where}.op: unknown op {op!r}; known ops: {', '.join(known)}",
             code="spec_invalid",
-            detail={"field": f"{where}.op", "known": ops},
+            detail={"field": f"{where}.op", "known": known},
         )
-    candidates = [p for p in passes if p["op"] == op]
     if method is None:
-        default = next((p for p in candidates if p["default_for_op"]), None)
-        if default is None:
+        method = ops[op]["default"]
+        if method is None:
             raise ValidationFailed(f"{where}.method: op {op!r} needs a method", code="spec_invalid", detail={"field": f"{where}.method"})
-        return default
-    found = next((p for p in candidates if p["method"] == method), None)
-    if found is None:
-        methods = sorted(p["method"] for p in candidates)
+    elif method not in ops[op]["methods"]:
+        methods = sorted(ops[op]["methods"])
         raise ValidationFailed(
             f"{where}.method: unknown method {method!r} for op {op!r}; known: {', '.join(methods)}",
             code="spec_invalid",
             detail={"field": f"{where}.method", "known": methods},
         )
-    return found
+    return next(p for p in document["passes"] if p["op"] == op and p["method"] == method)
 
 
 def _path(where: str, error: Any) -> str:

@@ -51,12 +51,14 @@ def _session_factory() -> sessionmaker[Session]:
 
 
 def new_session() -> Session:
+    """A session to use as ``with new_session() as session:``; closing it rolls back whatever
+    was not committed. For a block that should commit as a whole, use ``session_scope``."""
     return _session_factory()()
 
 
 @contextmanager
 def session_scope() -> Iterator[Session]:
-    """A transaction: committed when the block ends, rolled back on error."""
+    """A transaction: committed when the block ends, rolled back on error, then closed."""
     session = new_session()
     try:
         yield session

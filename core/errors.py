@@ -49,6 +49,8 @@ class ValidationFailed(ShrinkError):
 
 
 class RateLimited(ShrinkError):
+    """For per-tenant rate limiting (429); nothing raises it yet."""
+
     code, status = "rate_limited", 429
 
 

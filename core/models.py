@@ -23,6 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from core.jobs.states import JobState
+
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
@@ -41,6 +43,19 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+class JobStateColumn(TypeDecorator[JobState]):
+    """A job's state: its string value in SQL, a ``JobState`` in Python."""
+
+    impl = String(20)
+    cache_ok = True
+
+    def process_bind_param(self, value: JobState | str | None, dialect: Any) -> str | None:
+        return JobState(value).value if value is not None else None
+
+    def process_result_value(self, value: str | None, dialect: Any) -> JobState | None:
+        return JobState(value) if value is not None else None
 
 
 def utcnow() -> datetime:
@@ -106,7 +121,7 @@ class Job(Base):
     dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"), default=None)
     spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
     queue: Mapped[str] = mapped_column(String(20), default="cpu")
-    state: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    state: Mapped[JobState] = mapped_column(JobStateColumn(), default=JobState.QUEUED, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(200), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,6 +1,7 @@
 """The Celery client side: the API enqueues tasks by name and never imports worker code.
 
-The job row in SQL is the truth; a message only wakes a worker up (DESIGN.md section 3).
+The job row in SQL is the truth; a message only wakes a worker up (docs/architecture.md, job
+lifecycle).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     broker = settings.resolved_broker_url
     transport_options: dict[str, Any] = {}
     if broker.startswith("redis"):
-        # Must exceed the longest job, or Redis delivers a running job again and again
-        # (LIBRARY-NOTES). Recovery of dead workers is the lease reaper's job, not the broker's.
+        # Must exceed the longest job: with late acks a message stays unacknowledged while its job
+        # runs, and Redis redelivers any message unacknowledged for longer than this, so a shorter
+        # timeout delivers a running job again and again. Recovery of dead workers is the lease
+        # reaper's job, not the broker's.
         transport_options["visibility_timeout"] = settings.job_time_limit_seconds + 600
     # (kombu's SQLAlchemy transport hands its transport options to create_engine, so it keeps
     # its default 1 s polling interval: nothing to set for it here.)

@@ -1,4 +1,4 @@
-"""Run the engine in a child process with limits (DESIGN.md section 7).
+"""Run the engine in a child process with limits (docs/architecture.md, sandbox).
 
 The child gets: memory (address space), CPU-time and file-size limits; an environment with no
 credentials (no database URL, no S3 keys: only what Python and the libraries need, offline);

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     page_size_max: int = 200
 
-    # Job lifecycle (DESIGN.md section 3).
+    # Job lifecycle: leases, the reaper, retries (docs/architecture.md, job lifecycle).
     lease_seconds: float = 60.0
     reaper_interval_seconds: float = 15.0
     requeue_queued_after_seconds: float = 600.0
@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     worker_id: str | None = None
     work_dir: Path | None = None  # default: data_dir/work
 
-    # Sandbox limits for the engine's child process (DESIGN.md section 7).
+    # Sandbox limits for the engine's child process (docs/architecture.md, sandbox).
     sandbox_memory_bytes: int = 16 * 1024**3
     sandbox_cpu_seconds: int = 6 * 3600
     sandbox_file_bytes: int = 32 * 1024**3

@@ -112,27 +112,35 @@ def all_passes() -> list[type[Pass]]:
     return sorted(Pass._registry.values(), key=lambda p: (p.op, p.method))
 
 
+def op_methods() -> dict[str, dict[str, Any]]:
+    """Each op's methods and the one a step that gives only ``{"op": ...}`` runs, e.g.
+    ``{"quantize": {"default": "auto", "methods": ["auto", "codebook", ...]}}``; ``default`` is
+    None where the step must name a method. ``capabilities()`` publishes it, so the service
+    resolves a step exactly as ``get_pass`` does."""
+    ops: dict[str, dict[str, Any]] = {}
+    for p in all_passes():  # sorted by (op, method): methods come out sorted
+        entry = ops.setdefault(p.op, {"default": None, "methods": []})
+        entry["methods"].append(p.method)
+        if p.default_for_op and entry["default"] is None:
+            entry["default"] = p.method
+    return ops
+
+
 def get_pass(op: str, method: str | None = None) -> type[Pass]:
-    _discover()
+    ops = op_methods()
+    entry = ops.get(op)
+    if entry is None:
+        raise ConfigInvalid(f"unknown op {op!r}; known ops: {', '.join(sorted(ops))}", detail={"field": "op"})
     if method is None:
-        defaults = [p for p in Pass._registry.values() if p.op == op and p.default_for_op]
-        if not defaults:
-            ops = sorted({p.op for p in Pass._registry.values()})
-            if op not in ops:
-                raise ConfigInvalid(f"unknown op {op!r}; known ops: {', '.join(ops)}", detail={"field": "op"})
+        method = entry["default"]
+        if method is None:
             raise ConfigInvalid(f"op {op!r} needs a method", detail={"field": "method"})
-        return defaults[0]
-    try:
-        return Pass._registry[(op, method)]
-    except KeyError:
-        methods = sorted(m for (o, m) in Pass._registry if o == op)
-        if not methods:
-            ops = sorted({o for (o, _) in Pass._registry})
-            raise ConfigInvalid(f"unknown op {op!r}; known ops: {', '.join(ops)}", detail={"field": "op"}) from None
+    elif method not in entry["methods"]:
         raise ConfigInvalid(
-            f"unknown method {method!r} for op {op!r}; known: {', '.join(methods)}",
+            f"unknown method {method!r} for op {op!r}; known: {', '.join(entry['methods'])}",
             detail={"field": "method"},
-        ) from None
+        )
+    return Pass._registry[(op, method)]
 
 
 def build_step(step: dict[str, Any]) -> Pass:
@@ -168,7 +176,8 @@ def step_schema(pass_type: type[Pass]) -> dict[str, Any]:
 
 
 def capabilities() -> dict[str, Any]:
-    """What ``/v1/capabilities`` serves: every pass with its config schema, formats and devices."""
+    """What ``/v1/capabilities`` serves: every pass with its config schema, formats and devices,
+    and each op's methods with its default (``op_methods``)."""
     passes = []
     for p in all_passes():
         passes.append(
@@ -184,4 +193,4 @@ def capabilities() -> dict[str, Any]:
                 "config_schema": step_schema(p),
             }
         )
-    return {"passes": passes, "formats": ["onnx", "hf"]}
+    return {"passes": passes, "ops": op_methods(), "formats": ["onnx", "hf"]}

@@ -1,5 +1,7 @@
-"""Imports go one way (DESIGN.md section 1): the API process never imports torch, onnx, the
-engine or the worker; the engine imports nothing of the service; listing capabilities is light."""
+"""Imports go one way (docs/architecture.md, the parts): api -> core; worker -> core, engine;
+engine -> nothing of ours. The API process never imports torch, onnx, the engine or the worker; the
+engine (every file of it, packages included) imports nothing of the service; listing capabilities
+is light."""
 
 from __future__ import annotations
 

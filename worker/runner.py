@@ -1,6 +1,6 @@
 """One job on this worker: claim the lease, fetch the inputs, run the engine in the sandbox,
-store the outputs, record the result. Thin by design: decisions live in core.jobs.service, the
-work in the engine."""
+store the outputs, record the result. Thin by design: the lease protocol lives in core.jobs.lease,
+the work in the engine."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from typing import Any
 
 from core import storage as storage_mod
 from core.db import new_session
-from core.jobs import service
+from core.jobs import lease
+from core.jobs.states import JobState
 from core.logging import get_logger
 from core.models import Job, StoredDataset, StoredModel
 from core.sandbox import run_engine
@@ -28,7 +29,7 @@ WORKER_ID = get_settings().worker_id or f"{socket.gethostname()}:{os.getpid()}:{
 PROGRESS_MIN_INTERVAL = 0.5
 
 
-class Lease:
+class LeaseRenewal:
     """Renews the job's lease in the background and notices cancel requests and a lost lease."""
 
     def __init__(self, job_id: str):
@@ -38,7 +39,7 @@ class Lease:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
 
-    def __enter__(self) -> Lease:
+    def __enter__(self) -> LeaseRenewal:
         self._thread.start()
         return self
 
@@ -49,17 +50,15 @@ class Lease:
     def _run(self) -> None:
         interval = max(0.5, get_settings().lease_seconds / 4)
         while not self._stop.wait(interval):
-            session = new_session()
             try:
-                held, cancel = service.heartbeat(session, self.job_id, WORKER_ID)
+                with new_session() as session:
+                    held, cancel = lease.heartbeat(session, self.job_id, WORKER_ID)
                 if not held:
                     self.lost.set()
                 if cancel:
                     self.cancel.set()
             except Exception as exc:  # noqa: BLE001 - keep trying; the lease has slack
                 log.warning("job.heartbeat_failed", job_id=self.job_id, error=str(exc))
-            finally:
-                session.close()
 
 
 class ProgressSink:
@@ -76,26 +75,20 @@ class ProgressSink:
             if not final and now - self._last < PROGRESS_MIN_INTERVAL:
                 return  # throttled before any database work
             self._last = now
-        session = new_session()
-        try:
+        with new_session() as session:
             if message.get("type") == "progress":
-                service.record_progress(session, self.job_id, WORKER_ID, str(message.get("stage", "")),
-                                        float(message.get("fraction", 0.0)), str(message.get("message", "")))
+                lease.record_progress(session, self.job_id, WORKER_ID, str(message.get("stage", "")),
+                                      float(message.get("fraction", 0.0)), str(message.get("message", "")))
             elif message.get("type") == "event":
-                service.record_log(session, self.job_id, {k: v for k, v in message.items() if k != "type"})
-        finally:
-            session.close()
+                lease.record_log(session, self.job_id, {k: v for k, v in message.items() if k != "type"})
 
 
 def _fetch_inputs(job: Job, inputs: Path) -> dict[str, Any]:
     storage = storage_mod.get_storage()
-    session = new_session()
-    try:
+    with new_session() as session:
         model = session.get(StoredModel, job.model_id)
         reference = session.get(StoredModel, job.reference_model_id) if job.reference_model_id else None
         dataset = session.get(StoredDataset, job.dataset_id) if job.dataset_id else None
-    finally:
-        session.close()
     assert model is not None
     out: dict[str, Any] = {
         "model_path": storage.get_file(model.storage_key, inputs / "model", sha256=model.sha256),
@@ -122,12 +115,9 @@ def _store_outputs(tenant_id: str, job_id: str, out_dir: Path, produced: list[di
 
 def execute(job_id: str) -> str:
     settings = get_settings()
-    session = new_session()
-    try:
-        claim = service.claim(session, job_id, WORKER_ID)
+    with new_session() as session:
+        claim = lease.claim(session, job_id, WORKER_ID)
         job = session.get(Job, job_id) if claim else None
-    finally:
-        session.close()
     if claim is None or job is None:
         log.info("job.skipped", job_id=job_id, worker_id=WORKER_ID)
         return "skipped"
@@ -136,8 +126,8 @@ def execute(job_id: str) -> str:
     attempt_dir = job_root / f"attempt-{claim.attempt}"
     checkpoints = job_root / "checkpoints"  # kept across attempts on this machine: training resumes
     checkpoints.mkdir(parents=True, exist_ok=True)
-    outcome = "failed"
-    with Lease(job_id) as lease:
+    outcome: str = JobState.FAILED
+    with LeaseRenewal(job_id) as renewal:
         try:
             inputs = _fetch_inputs(job, attempt_dir / "inputs")
             spec = job.spec
@@ -161,41 +151,35 @@ def execute(job_id: str) -> str:
                 work_dir=attempt_dir,
                 timeout=settings.job_soft_time_limit_seconds,
                 on_event=ProgressSink(job_id),
-                should_cancel=lambda: lease.cancel.is_set() or lease.lost.is_set(),
+                should_cancel=lambda: renewal.cancel.is_set() or renewal.lost.is_set(),
             )
-            session = new_session()
-            try:
-                if lease.lost.is_set():
+            with new_session() as session:
+                if renewal.lost.is_set():
                     log.warning("job.lease_lost", job_id=job_id, worker_id=WORKER_ID)
                     outcome = "lease_lost"
                 elif result.canceled:
-                    service.mark_canceled(session, job_id, WORKER_ID)
-                    outcome = "canceled"
+                    lease.mark_canceled(session, job_id, WORKER_ID)
+                    outcome = JobState.CANCELED
                 elif result.ok:
                     stored = _store_outputs(claim.tenant_id, job_id, attempt_dir / "out", result.result["artifacts"])
                     best = result.result.get("best_candidate_id")
-                    ok = service.finish(
+                    ok = lease.finish(
                         session, job_id, WORKER_ID, tenant_id=claim.tenant_id,
                         result={"best_candidate_id": best, "candidates": [c["id"] for c in result.result["candidates"]]},
                         candidates=result.result["candidates"], artifacts=stored,
                     )
-                    outcome = "succeeded" if ok else "lease_lost"
+                    outcome = JobState.SUCCEEDED if ok else "lease_lost"
                 else:
                     error = dict(result.error or {})
                     if not error.get("user_error", True) or error.get("code") in ("engine_crashed", "engine_internal"):
                         error.setdefault("detail", {})
                         error["detail"] = {**(error.get("detail") or {}), "log_tail": result.log_tail[-2000:]}
-                    service.fail(session, job_id, WORKER_ID, error)
-                    outcome = "failed"
-            finally:
-                session.close()
+                    lease.fail(session, job_id, WORKER_ID, error)
+                    outcome = JobState.FAILED
         except Exception as exc:
             log.exception("job.worker_error", job_id=job_id)
-            session = new_session()
-            try:
-                service.fail(session, job_id, WORKER_ID, {"code": "worker_error", "message": f"{type(exc).__name__}: {exc}"})
-            finally:
-                session.close()
+            with new_session() as session:
+                lease.fail(session, job_id, WORKER_ID, {"code": "worker_error", "message": f"{type(exc).__name__}: {exc}"})
     if outcome != "lease_lost":
         shutil.rmtree(job_root, ignore_errors=True)
         _notify(job_id)
@@ -203,15 +187,12 @@ def execute(job_id: str) -> str:
 
 
 def _notify(job_id: str) -> None:
-    session = new_session()
-    try:
+    with new_session() as session:
         job = session.get(Job, job_id)
         if job is None or not job.webhook_url:
             return
         payload = {"id": job.id, "state": job.state, "result": job.result, "error": job.error}
         url = job.webhook_url
-    finally:
-        session.close()
     from core.webhooks import send
 
     send(url, payload)

@@ -12,14 +12,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from api.deps import CurrentTenant, Cursor, IdempotencyKey, Limit, SessionDep
-from api.schemas import ArtifactList, ArtifactOut, ErrorResponse, JobOut, JobState, Page, Report
+from api.schemas import ArtifactList, ArtifactOut, ErrorResponse, JobOut, Page, Report
 from core import idempotency
 from core.db import new_session
 from core.errors import Conflict, NotFound
 from core.jobs import events as job_events
 from core.jobs import service
 from core.jobs.schemas import JobSpec
+from core.jobs.states import TERMINAL, JobState
 from core.logging import get_logger
+from core.models import Job
 from core.queue import enqueue_job
 from core.storage import get_storage
 
@@ -78,7 +80,7 @@ def list_artifacts(job_id: str, session: SessionDep, tenant: CurrentTenant) -> A
 def load_report(session: Any, tenant_id: str, job_id: str) -> dict[str, Any]:
     job = service.get_job(session, tenant_id, job_id)
     report_artifact = next((a for a in service.artifact_rows(session, job) if a.kind == "report"), None)
-    if job.state != "succeeded" or report_artifact is None:
+    if job.state != JobState.SUCCEEDED or report_artifact is None:
         raise Conflict(f"job {job_id} has no report yet (state: {job.state})", code="report_not_ready",
                        detail={"state": job.state})
     report = json.loads(b"".join(get_storage().iter_bytes(report_artifact.storage_key)))
@@ -112,11 +114,8 @@ async def stream_events(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     def _check() -> None:
-        session = new_session()
-        try:
+        with new_session() as session:
             service.get_job(session, tenant.id, job_id)
-        finally:
-            session.close()
 
     await run_in_threadpool(_check)
     start = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
@@ -130,23 +129,20 @@ async def stream_events(
 async def _event_stream(job_id: str, after: int) -> AsyncIterator[str]:
     idle = 0.0
     while True:
-        def _poll(after_id: int = after) -> tuple[list[Any], str]:
-            session = new_session()
-            try:
+        def _poll(after_id: int = after) -> tuple[list[Any], JobState]:
+            with new_session() as session:
                 rows = job_events.events_after(session, job_id, after_id)
-                job = session.get(service.Job, job_id)
+                job = session.get(Job, job_id)
                 if job is None:
                     raise NotFound(f"no job {job_id}")
                 return [(e.id, e.type, e.data, e.created_at) for e in rows], job.state
-            finally:
-                session.close()
 
         rows, state = await run_in_threadpool(_poll)
         for event_id, type_, data, created_at in rows:
             after = event_id
             payload = json.dumps({**data, "at": created_at.isoformat()})
             yield f"id: {event_id}\nevent: {type_}\ndata: {payload}\n\n"
-        if state in service.TERMINAL and not rows:
+        if state in TERMINAL and not rows:
             yield "event: end\ndata: {}\n\n"
             return
         if rows:

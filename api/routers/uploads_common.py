@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from api.uploads import spool
 from core import idempotency
-from core.db import new_session
+from core.db import new_session, session_scope
 from core.models import Tenant
 from core.settings import get_settings
 
@@ -26,11 +26,8 @@ async def handle_upload(
     render: Callable[[Any], dict[str, Any]],
 ) -> JSONResponse:
     def _lookup() -> tuple[int, dict[str, Any]] | None:
-        session = new_session()
-        try:
+        with new_session() as session:
             return idempotency.lookup(session, tenant.id, idempotency_key, route)
-        finally:
-            session.close()
 
     previous = await run_in_threadpool(_lookup)
     if previous is not None:
@@ -40,16 +37,12 @@ async def handle_upload(
     name = upload.fields.get("name") or request.query_params.get("name") or ""
 
     def _ingest() -> dict[str, Any]:
-        session = new_session()
-        try:
+        with session_scope() as session:
             record = create(session, tenant.id, path=upload.path, sha256=upload.sha256, size=upload.size,
                             name=name[:300], filename=(upload.filename or "")[:300])
             body = render(record)
             idempotency.remember(session, tenant.id, idempotency_key, route, 201, body)
-            session.commit()
-            return body
-        finally:
-            session.close()
+        return body
 
     try:
         body = await run_in_threadpool(_ingest)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 from core.db import new_session
-from core.jobs import service
+from core.jobs import lease
 from core.logging import get_logger
 from core.queue import enqueue_job
 from core.settings import get_settings
@@ -15,11 +15,8 @@ log = get_logger(__name__)
 
 
 def sweep() -> list[str]:
-    session = new_session()
-    try:
-        requeued = service.requeue_expired(session)
-    finally:
-        session.close()
+    with new_session() as session:
+        requeued = lease.requeue_expired(session)
     for job_id, queue in requeued:
         enqueue_job(job_id, queue)
         log.info("job.requeued", job_id=job_id, queue=queue)

@@ -1,5 +1,5 @@
-"""The job spec (DESIGN.md section 3): versioned, ``extra="forbid"``. Recipe steps are checked
-against the pass registry's JSON schemas (core/capabilities.py)."""
+"""The job spec (docs/architecture.md, API contract): versioned, ``extra="forbid"``. Recipe steps
+are checked against the pass registry's JSON schemas (core/capabilities.py)."""
 
 from __future__ import annotations
 

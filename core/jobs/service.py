@@ -1,16 +1,13 @@
-"""The job lifecycle (DESIGN.md section 3). The row in SQL is the truth; the broker carries only
-wake-ups. A worker claims a job by taking its lease in one conditional UPDATE, renews it while it
-works, and records the result only while it still holds the lease; the reaper requeues jobs whose
-lease expired. Every transition is an atomic UPDATE with a WHERE on the expected state, so two
-workers (or a worker and a cancel) can never both win."""
+"""The API's side of the job lifecycle (docs/architecture.md, job lifecycle): create, read, list
+and cancel jobs, and read their artifacts. The row in SQL is the truth; the broker carries only
+wake-ups. These functions never commit: the route commits, then enqueues. The worker's side, the
+lease protocol, is core.jobs.lease."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core import capabilities
@@ -20,14 +17,13 @@ from core.errors import Conflict, NotFound, ValidationFailed
 from core.ids import new_id
 from core.jobs.events import add_event
 from core.jobs.schemas import BenchmarkSpec, JobSpec
+from core.jobs.states import JobState
 from core.logging import get_logger
-from core.models import Artifact, Candidate, Job, utcnow
+from core.models import Artifact, Job, utcnow
 from core.pagination import paginate
-from core.settings import get_settings
 from core.webhooks import check_webhook_url
 
 log = get_logger(__name__)
-TERMINAL = ("succeeded", "failed", "canceled")
 
 
 def _queue_for(benchmark: dict[str, Any]) -> str:
@@ -75,7 +71,7 @@ def create_job(session: Session, tenant_id: str, spec: JobSpec) -> Job:
     )
     session.add(job)
     session.flush()
-    add_event(session, job.id, "state", {"state": "queued"})
+    add_event(session, job.id, "state", {"state": JobState.QUEUED})
     log.info("job.created", job_id=job.id, tenant_id=tenant_id, steps=len(spec.recipe), queue=job.queue)
     return job
 
@@ -96,7 +92,7 @@ def create_benchmark_job(session: Session, tenant_id: str, spec: BenchmarkSpec) 
     )
     session.add(job)
     session.flush()
-    add_event(session, job.id, "state", {"state": "queued"})
+    add_event(session, job.id, "state", {"state": JobState.QUEUED})
     return job
 
 
@@ -107,7 +103,7 @@ def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
     return job
 
 
-def list_jobs(session: Session, tenant_id: str, *, cursor: str | None, limit: int, state: str | None = None, model_id: str | None = None) -> tuple[list[Job], str | None]:
+def list_jobs(session: Session, tenant_id: str, *, cursor: str | None, limit: int, state: JobState | None = None, model_id: str | None = None) -> tuple[list[Job], str | None]:
     query = select(Job).where(Job.tenant_id == tenant_id)
     if state:
         query = query.where(Job.state == state)
@@ -121,14 +117,14 @@ def request_cancel(session: Session, tenant_id: str, job_id: str) -> Job:
     now = utcnow()
     # A queued job is canceled at once; a running one is flagged and its worker kills the engine.
     done = session.execute(
-        update(Job).where(Job.id == job_id, Job.state == "queued")
-        .values(state="canceled", cancel_requested=True, finished_at=now, progress_message="canceled")
+        update(Job).where(Job.id == job_id, Job.state == JobState.QUEUED)
+        .values(state=JobState.CANCELED, cancel_requested=True, finished_at=now, progress_message="canceled")
     ).rowcount
     if done:
-        add_event(session, job_id, "state", {"state": "canceled"})
+        add_event(session, job_id, "state", {"state": JobState.CANCELED})
     else:
         flagged = session.execute(
-            update(Job).where(Job.id == job_id, Job.state == "running").values(cancel_requested=True)
+            update(Job).where(Job.id == job_id, Job.state == JobState.RUNNING).values(cancel_requested=True)
         ).rowcount
         if not flagged:
             session.refresh(job)
@@ -152,159 +148,3 @@ def get_artifact(session: Session, tenant_id: str, artifact_id: str) -> Artifact
     if artifact is None or artifact.tenant_id != tenant_id:
         raise NotFound(f"no artifact {artifact_id}", code="artifact_not_found")
     return artifact
-
-
-def candidates_of(session: Session, job_id: str) -> list[Candidate]:
-    return list(session.scalars(select(Candidate).where(Candidate.job_id == job_id).order_by(Candidate.id)))
-
-
-# --- the worker's side -------------------------------------------------------------------------
-
-
-@dataclass
-class Claim:
-    job_id: str
-    tenant_id: str
-    attempt: int
-
-
-def claim(session: Session, job_id: str, worker_id: str) -> Claim | None:
-    """Take the job's lease if it is queued, or running under an expired lease. None: someone
-    else holds it, it has ended, or it does not exist (a duplicate or stale message)."""
-    settings = get_settings()
-    now = utcnow()
-    won = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.cancel_requested.is_(False))
-        .where((Job.state == "queued") | ((Job.state == "running") & (Job.lease_expires_at < now)))
-        .values(
-            state="running", worker_id=worker_id, attempts=Job.attempts + 1,
-            lease_expires_at=now + timedelta(seconds=settings.lease_seconds), started_at=now,
-            progress_stage="starting", progress_fraction=0.0, progress_message="",
-        )
-    ).rowcount
-    if not won:
-        session.rollback()
-        return None
-    job = session.get(Job, job_id)
-    assert job is not None
-    if job.attempts > settings.max_attempts:
-        _end(session, job_id, worker_id, "failed", error={
-            "code": "too_many_attempts",
-            "message": f"the job was started {settings.max_attempts} times without finishing (its workers died)",
-        })
-        session.commit()
-        return None
-    add_event(session, job_id, "state", {"state": "running", "attempt": job.attempts, "worker": worker_id})
-    session.commit()
-    log.info("job.claimed", job_id=job_id, worker_id=worker_id, attempt=job.attempts)
-    return Claim(job_id=job_id, tenant_id=job.tenant_id, attempt=job.attempts)
-
-
-def heartbeat(session: Session, job_id: str, worker_id: str) -> tuple[bool, bool]:
-    """Renew the lease. Returns (still_held, cancel_requested)."""
-    now = utcnow()
-    held = session.execute(
-        update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.state == "running")
-        .values(lease_expires_at=now + timedelta(seconds=get_settings().lease_seconds))
-    ).rowcount
-    cancel = bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
-    session.commit()
-    return bool(held), cancel
-
-
-def record_progress(session: Session, job_id: str, worker_id: str, stage: str, fraction: float, message: str) -> None:
-    held = session.execute(
-        update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.state == "running")
-        .values(progress_stage=stage[:200], progress_fraction=fraction, progress_message=message[:2000])
-    ).rowcount
-    if held:
-        add_event(session, job_id, "progress", {"stage": stage, "fraction": fraction, "message": message})
-    session.commit()
-
-
-def record_log(session: Session, job_id: str, data: dict[str, Any]) -> None:
-    add_event(session, job_id, "log", data)
-    session.commit()
-
-
-def _end(session: Session, job_id: str, worker_id: str, state: str, *, error: dict[str, Any] | None = None, result: dict[str, Any] | None = None) -> bool:
-    now = utcnow()
-    values: dict[str, Any] = {"state": state, "finished_at": now, "lease_expires_at": None, "error": error, "result": result}
-    if state == "succeeded":
-        values.update(progress_fraction=1.0, progress_stage="done", progress_message="finished")
-    ended = session.execute(
-        update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.state == "running").values(**values)
-    ).rowcount
-    if ended:
-        add_event(session, job_id, "state", {"state": state, **({"error": error} if error else {})})
-    return bool(ended)
-
-
-def finish(session: Session, job_id: str, worker_id: str, *, result: dict[str, Any], candidates: list[dict[str, Any]], artifacts: list[dict[str, Any]], tenant_id: str) -> bool:
-    """Record the outcome, replacing whatever an earlier attempt left: exactly one set of
-    candidates and artifacts per job. False if the lease was lost (another worker owns the job)."""
-    session.execute(delete(Artifact).where(Artifact.job_id == job_id))
-    session.execute(delete(Candidate).where(Candidate.job_id == job_id))
-    for c in candidates:
-        session.add(Candidate(id=c["id"], job_id=job_id, recipe=c.get("recipe", []), metrics=c.get("metrics", {}),
-                              ratios=c.get("ratios", {}), flags=c.get("flags", [])))
-    for a in artifacts:
-        session.add(Artifact(id=new_id("artifact"), tenant_id=tenant_id, job_id=job_id, candidate_id=a.get("candidate_id"),
-                             kind=a["kind"], format=a["format"], filename=a["filename"], size_bytes=a["size_bytes"],
-                             sha256=a["sha256"], storage_key=a["storage_key"], best=bool(a.get("best"))))
-    if not _end(session, job_id, worker_id, "succeeded", result=result):
-        session.rollback()
-        return False
-    session.commit()
-    log.info("job.succeeded", job_id=job_id, worker_id=worker_id, artifacts=len(artifacts))
-    return True
-
-
-def fail(session: Session, job_id: str, worker_id: str, error: dict[str, Any]) -> bool:
-    ok = _end(session, job_id, worker_id, "failed", error={k: error.get(k) for k in ("code", "message", "detail") if k in error})
-    session.commit()
-    log.info("job.failed", job_id=job_id, worker_id=worker_id, code=error.get("code"))
-    return ok
-
-
-def mark_canceled(session: Session, job_id: str, worker_id: str) -> bool:
-    ok = _end(session, job_id, worker_id, "canceled")
-    session.commit()
-    return ok
-
-
-def requeue_expired(session: Session) -> list[tuple[str, str]]:
-    """Jobs whose worker stopped renewing its lease go back to the queue. Returns (id, queue)."""
-    now = utcnow()
-    rows = session.execute(
-        select(Job.id, Job.queue, Job.cancel_requested).where(Job.state == "running", Job.lease_expires_at < now)
-    ).all()
-    requeued = []
-    for job_id, queue, cancel_requested in rows:
-        if cancel_requested:
-            changed = session.execute(
-                update(Job).where(Job.id == job_id, Job.state == "running", Job.lease_expires_at < now)
-                .values(state="canceled", finished_at=now, lease_expires_at=None)
-            ).rowcount
-            if changed:
-                add_event(session, job_id, "state", {"state": "canceled"})
-            continue
-        changed = session.execute(
-            update(Job).where(Job.id == job_id, Job.state == "running", Job.lease_expires_at < now)
-            .values(state="queued", worker_id=None, lease_expires_at=None, enqueued_at=now,
-                    progress_message="requeued: the worker stopped renewing its lease")
-        ).rowcount
-        if changed:
-            add_event(session, job_id, "state", {"state": "queued", "reason": "lease_expired"})
-            requeued.append((job_id, queue))
-    stale_before = now - timedelta(seconds=get_settings().requeue_queued_after_seconds)
-    # Queued jobs whose wake-up message was lost (a broker that dropped it, an enqueue that
-    # failed after the commit): send another; a duplicate is harmless because claims are atomic.
-    for job_id, queue in session.execute(
-        select(Job.id, Job.queue).where(Job.state == "queued", Job.enqueued_at < stale_before)
-    ).all():
-        session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=now))
-        requeued.append((job_id, queue))
-    session.commit()
-    return requeued

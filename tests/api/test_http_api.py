@@ -1,5 +1,5 @@
-"""The HTTP contract over real HTTP (DESIGN.md section 4): uploads both ways, pagination,
-Idempotency-Key, live events, cancel, benchmarks, capabilities, health, metrics, CORS."""
+"""The HTTP contract over real HTTP (docs/architecture.md, API contract): uploads both ways,
+pagination, Idempotency-Key, live events, cancel, benchmarks, capabilities, health, metrics, CORS."""
 
 from __future__ import annotations
 
@@ -140,6 +140,12 @@ def test_capabilities_list_passes_with_schemas(client: httpx.Client) -> None:
     assert "per_channel" in dynamic["config_schema"]["properties"]
     assert caps["limits"]["max_upload_bytes"] == 8 * 1024**3
 
+
+
+def test_capabilities_publish_each_ops_methods_and_default(client: httpx.Client) -> None:
+    ops = client.get("/v1/capabilities").json()["ops"]
+    assert ops["quantize"]["default"] == "auto" and "dynamic" in ops["quantize"]["methods"]
+    assert ops["prune"]["default"] == "structured"
 
 def test_health_readiness_metrics_and_openapi(shared_stack: ServiceStack) -> None:
     assert httpx.get(f"{shared_stack.base}/healthz").json() == {"status": "ok"}

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from core.db import new_session, session_scope
-from core.jobs import service
+from core.jobs import lease, service
 from core.models import Artifact, Candidate, Job, StoredModel, Tenant, utcnow
 
 
@@ -38,7 +38,7 @@ def test_only_one_of_many_workers_claims_a_job(db_env: dict[str, str]) -> None:
         session = new_session()
         barrier.wait()
         try:
-            results.append(service.claim(session, job_id, worker))
+            results.append(lease.claim(session, job_id, worker))
         finally:
             session.close()
 
@@ -55,19 +55,19 @@ def test_only_one_of_many_workers_claims_a_job(db_env: dict[str, str]) -> None:
 def test_expired_lease_is_requeued_and_reclaimed_and_the_old_worker_cannot_finish(db_env: dict[str, str]) -> None:
     job_id = _job()
     session = new_session()
-    assert service.claim(session, job_id, "old") is not None
-    assert service.heartbeat(session, job_id, "old") == (True, False)
+    assert lease.claim(session, job_id, "old") is not None
+    assert lease.heartbeat(session, job_id, "old") == (True, False)
     # A live lease cannot be taken.
-    assert service.claim(session, job_id, "new") is None
+    assert lease.claim(session, job_id, "new") is None
     session.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
     session.commit()
-    assert service.requeue_expired(session) == [(job_id, "cpu")]
+    assert lease.requeue_expired(session) == [(job_id, "cpu")]
     assert session.get(Job, job_id).state == "queued"
-    assert service.claim(session, job_id, "new").attempt == 2
+    assert lease.claim(session, job_id, "new").attempt == 2
     # The old worker comes back: its heartbeat says it lost the lease, and it cannot finish.
-    assert service.heartbeat(session, job_id, "old")[0] is False
-    assert not service.finish(session, job_id, "old", result={}, candidates=[], artifacts=_artifacts(3), tenant_id="ten_a")
-    assert service.finish(session, job_id, "new", result={"best_candidate_id": None}, candidates=[{"id": "cand_1"}], artifacts=_artifacts(3), tenant_id="ten_a")
+    assert lease.heartbeat(session, job_id, "old")[0] is False
+    assert not lease.finish(session, job_id, "old", result={}, candidates=[], artifacts=_artifacts(3), tenant_id="ten_a")
+    assert lease.finish(session, job_id, "new", result={"best_candidate_id": None}, candidates=[{"id": "cand_1"}], artifacts=_artifacts(3), tenant_id="ten_a")
     session.close()
     with session_scope() as s:
         assert s.get(Job, job_id).state == "succeeded"
@@ -77,14 +77,14 @@ def test_expired_lease_is_requeued_and_reclaimed_and_the_old_worker_cannot_finis
 def test_second_delivery_leaves_one_set_of_artifacts(db_env: dict[str, str]) -> None:
     job_id = _job()
     session = new_session()
-    service.claim(session, job_id, "w1")
+    lease.claim(session, job_id, "w1")
     # An earlier attempt's rows (as if a first delivery stored results, then lost its lease).
     session.add(Candidate(id="cand_old", job_id=job_id))
     session.add(Artifact(id="art_old", tenant_id="ten_a", job_id=job_id, kind="model", format="onnx", filename="x", size_bytes=1, sha256="0" * 64, storage_key="k"))
     session.commit()
-    assert service.finish(session, job_id, "w1", result={}, candidates=[{"id": "cand_1"}], artifacts=_artifacts(2), tenant_id="ten_a")
+    assert lease.finish(session, job_id, "w1", result={}, candidates=[{"id": "cand_1"}], artifacts=_artifacts(2), tenant_id="ten_a")
     # A duplicate message arrives after success: the claim is refused, nothing changes.
-    assert service.claim(session, job_id, "w2") is None
+    assert lease.claim(session, job_id, "w2") is None
     session.close()
     with session_scope() as s:
         assert sorted(a.filename for a in s.scalars(select(Artifact).where(Artifact.job_id == job_id))) == ["f0", "f1"]
@@ -97,7 +97,7 @@ def test_cancel_of_queued_job_is_immediate_and_of_running_job_is_flagged(db_env:
     job = service.request_cancel(session, "ten_a", job_id)
     session.commit()
     assert job.state == "canceled"
-    assert service.claim(session, job_id, "w") is None
+    assert lease.claim(session, job_id, "w") is None
     from core.errors import Conflict, NotFound
 
     with pytest.raises(Conflict):
@@ -106,12 +106,12 @@ def test_cancel_of_queued_job_is_immediate_and_of_running_job_is_flagged(db_env:
         service.request_cancel(session, "ten_other", job_id)
     session.execute(update(Job).where(Job.id == job_id).values(state="queued", cancel_requested=False))
     session.commit()
-    service.claim(session, job_id, "w")
+    lease.claim(session, job_id, "w")
     job = service.request_cancel(session, "ten_a", job_id)
     session.commit()
     assert job.state == "running" and job.cancel_requested
-    assert service.heartbeat(session, job_id, "w") == (True, True)
-    assert service.mark_canceled(session, job_id, "w")
+    assert lease.heartbeat(session, job_id, "w") == (True, True)
+    assert lease.mark_canceled(session, job_id, "w")
     assert session.get(Job, job_id).state == "canceled"
     session.close()
 
@@ -120,10 +120,10 @@ def test_job_started_too_often_fails_instead_of_looping(db_env: dict[str, str], 
     job_id = _job()
     session = new_session()
     for attempt in range(3):
-        assert service.claim(session, job_id, f"w{attempt}") is not None
+        assert lease.claim(session, job_id, f"w{attempt}") is not None
         session.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
         session.commit()
-    assert service.claim(session, job_id, "w4") is None
+    assert lease.claim(session, job_id, "w4") is None
     job = session.get(Job, job_id)
     session.refresh(job)
     assert job.state == "failed" and job.error["code"] == "too_many_attempts"
@@ -135,7 +135,7 @@ def test_stale_queued_job_is_sent_again(db_env: dict[str, str], monkeypatch: pyt
     with session_scope() as s:
         s.execute(update(Job).where(Job.id == job_id).values(enqueued_at=utcnow() - timedelta(hours=1)))
     session = new_session()
-    assert service.requeue_expired(session) == [(job_id, "cpu")]
-    assert service.requeue_expired(session) == []  # enqueued_at was refreshed
+    assert lease.requeue_expired(session) == [(job_id, "cpu")]
+    assert lease.requeue_expired(session) == []  # enqueued_at was refreshed
     session.close()
     time.sleep(0)

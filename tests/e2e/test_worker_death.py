@@ -1,5 +1,5 @@
 """A job survives its worker dying: SIGKILL the worker mid-job, start another, and the job ends
-succeeded with exactly one set of artifacts (DESIGN.md section 3: leases + reaper)."""
+succeeded with exactly one set of artifacts (docs/architecture.md, job lifecycle: leases + reaper)."""
 
 from __future__ import annotations
 
