@@ -8,7 +8,7 @@ worker died resumes from the last finished epoch instead of starting over.
 The objective follows the data: with labels and logits it is cross-entropy (plus a distillation
 term when a teacher is given); without labels the student learns to match the teacher (or the
 uploaded original) -- KL on logits, cosine + MSE on embeddings. Losses live in
-``engine.distill_losses``.
+``engine.distillation.losses``.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from pydantic import Field
 
 from engine.context import PassContext
 from engine.data import Dataset
-from engine.distill_losses import DistillOptions
+from engine.distillation.losses import DistillOptions
+from engine.distillation.teacher_cache import CACHE_BYTES, TeacherCache
 from engine.errors import DatasetInvalid, DatasetMismatch
 from engine.registry import PassConfig
-from engine.teacher_cache import CACHE_BYTES, TeacherCache
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -263,7 +263,7 @@ def evaluate(
     (mean-pooled, for token outputs) outputs to the teacher's (or the original's)."""
     import torch
 
-    from engine import distill_losses
+    from engine.distillation import losses as distill_losses
 
     tm.module.eval()
     use_labels = prefer != "teacher" and _has_class_labels(rows)
@@ -450,7 +450,7 @@ def fit(
     """
     import torch
 
-    from engine import distill_losses
+    from engine.distillation import losses as distill_losses
 
     started = time.perf_counter()
     options = DistillOptions(**distill_options)

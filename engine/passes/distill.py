@@ -1,6 +1,6 @@
 """Knowledge distillation into the current model or into a smaller student derived from it.
 
-Loss (engine.distill_losses): with class labels, alpha * KL(teacher_T || student_T) * T^2 +
+Loss (engine.distillation.losses): with class labels, alpha * KL(teacher_T || student_T) * T^2 +
 (1 - alpha) * CE; without labels the soft targets alone; for embedding models (token outputs)
 cosine + relative MSE to the teacher's outputs; optionally hidden states matched layer to layer.
 The teacher is the uploaded model, run once per batch without gradients.
@@ -73,7 +73,8 @@ class Distill(Pass[DistillConfig]):
     default_for_op = True
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        from engine import distill_students, training
+        from engine import training
+        from engine.distillation import students as distill_students
         from engine.formats.torch_model import load_torch, save_torch
 
         cfg = self.config

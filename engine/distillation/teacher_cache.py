@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.distill_losses import DistillOptions, Outputs, run_teacher
+from engine.distillation.losses import DistillOptions, Outputs, run_teacher
 
 if TYPE_CHECKING:
     from torch import Tensor
