@@ -171,15 +171,7 @@ def _prepare(
     torch.manual_seed(ctx.seed)
     student.trainable()
     student.module.to(ctx.device)
-    mode = resolve_objective(objective, train, student)
-    wanted = needs_teacher(mode, teacher, options)
-    teacher = ready_teacher(teacher, ctx, wanted)
-    check_hidden_matching(student, teacher, options)
-    cache = None
-    if teacher is not None and wanted:
-        cache = teacher_cache(
-            student, teacher, options, text=train.texts is not None, epochs=config.epochs
-        )
+    mode, teacher, cache = _objective(student, ctx, config, train, teacher, objective, options)
     dropout_rates = [] if config.dropout else optim.dropout_off(student.module)
 
     lr = config.lr or DEFAULT_LR[student.kind]
@@ -208,6 +200,29 @@ def _prepare(
         fingerprint=fingerprint(student, config, name, mode, options),
     )
     return run, dropout_rates
+
+
+def _objective(
+    student: TorchModel,
+    ctx: PassContext,
+    config: TrainConfig,
+    train: Dataset,
+    teacher: TorchModel | None,
+    objective: Objective,
+    options: DistillOptions,
+) -> tuple[Mode, TorchModel | None, TeacherCache | None]:
+    """The loss's mode, the teacher made ready, and the cache of its outputs when the loss reads
+    them."""
+    mode = resolve_objective(objective, train, student)
+    wanted = needs_teacher(mode, teacher, options)
+    teacher = ready_teacher(teacher, ctx, wanted)
+    check_hidden_matching(student, teacher, options)
+    cache = None
+    if teacher is not None and wanted:
+        cache = teacher_cache(
+            student, teacher, options, text=train.texts is not None, epochs=config.epochs
+        )
+    return mode, teacher, cache
 
 
 def _metric(run: _Run) -> tuple[str, float]:
