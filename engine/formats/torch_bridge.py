@@ -8,8 +8,6 @@ import types
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from engine.errors import ConversionUnsupported
 from engine.formats import onnx_model
 
@@ -138,12 +136,6 @@ def buffers_to_parameters(module: Any) -> Any:
                 delattr(sub, name)
                 sub.register_parameter(name, torch.nn.Parameter(buf.detach().clone()))
     return module
-
-
-def torch_inputs(inputs: list[dict[str, Any]], feeds: dict[str, np.ndarray]) -> tuple[Any, ...]:
-    import torch
-
-    return tuple(torch.from_numpy(np.ascontiguousarray(feeds[spec["name"]])) for spec in inputs)
 
 
 def export_onnx(

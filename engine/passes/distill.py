@@ -1,6 +1,6 @@
 """Knowledge distillation into the current model or into a smaller student derived from it.
 
-Loss (engine.distill_losses): with class labels, alpha * KL(teacher_T || student_T) * T^2 +
+Loss (engine.distillation.losses): with class labels, alpha * KL(teacher_T || student_T) * T^2 +
 (1 - alpha) * CE; without labels the soft targets alone; for embedding models (token outputs)
 cosine + relative MSE to the teacher's outputs; optionally hidden states matched layer to layer.
 The teacher is the uploaded model, run once per batch without gradients.
@@ -13,13 +13,14 @@ from typing import Literal
 from pydantic import Field
 
 from engine.context import PassContext
+from engine.distillation.students import StudentKind
 from engine.model import ModelFile
 from engine.registry import Pass
 from engine.training import TrainConfig
 
 
 class DistillConfig(TrainConfig):
-    student: Literal["current", "fewer_layers", "narrower_ffn", "width"] = Field(
+    student: StudentKind = Field(
         "current",
         description=(
             "current: the model this step receives (e.g. recovering after pruning or low-rank); "
@@ -73,28 +74,25 @@ class Distill(Pass[DistillConfig]):
     default_for_op = True
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        from engine import distill_students, training
+        from engine.distillation import students
         from engine.formats.torch_model import load_torch, save_torch
+        from engine.training import fit
 
         cfg = self.config
         current = load_torch(model)
         teacher = load_torch(ctx.original) if cfg.teacher == "original" else load_torch(model)
-        layer_map = None
-        if cfg.student == "fewer_layers":
-            student, kept = distill_students.fewer_layers(current, cfg.keep_every)
-            layer_map = tuple(i + 1 for i in kept)  # hidden_states[0] is the embeddings
-            ctx.resolved["student_layers"] = kept
-        elif cfg.student == "narrower_ffn":
-            student = distill_students.narrower_ffn(current, cfg.ffn_ratio)
-            ctx.resolved["student_intermediate_size"] = student.module.config.intermediate_size
-        elif cfg.student == "width":
-            student = distill_students.narrower(current, cfg.width_multiplier)
-        else:
-            student = current
-        ctx.resolved["student_params"] = sum(p.numel() for p in student.module.parameters())
+        student = students.derive(
+            current,
+            cfg.student,
+            keep_every=cfg.keep_every,
+            ffn_ratio=cfg.ffn_ratio,
+            width_multiplier=cfg.width_multiplier,
+        )
+        ctx.resolved.update(student.resolved)
+        ctx.resolved["student_params"] = sum(p.numel() for p in student.model.module.parameters())
         ctx.resolved["teacher_params"] = sum(p.numel() for p in teacher.module.parameters())
-        result = training.fit(
-            student,
+        result = fit(
+            student.model,
             ctx,
             cfg,
             teacher=teacher,
@@ -102,9 +100,9 @@ class Distill(Pass[DistillConfig]):
             alpha=cfg.alpha,
             temperature=cfg.temperature,
             hidden_weight=cfg.hidden_weight,
-            layer_map=layer_map if cfg.hidden_weight > 0 else None,
+            layer_map=student.layer_map if cfg.hidden_weight > 0 else None,
         )
         ctx.add_report_section(
             "distill", {"student": cfg.student, **result.summary(), "history": result.history}
         )
-        return save_torch(student, ctx.work_dir)
+        return save_torch(student.model, ctx.work_dir)

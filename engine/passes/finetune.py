@@ -4,21 +4,14 @@ a pruned, factorized or quantization-aware model recovers without labels."""
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field
-
 from engine.context import PassContext
 from engine.model import ModelFile
 from engine.registry import Pass
-from engine.training import TrainConfig
+from engine.training import ObjectiveConfig
 
 
-class FinetuneConfig(TrainConfig):
-    objective: Literal["auto", "labels", "distill"] = Field(
-        "auto",
-        description="labels: cross-entropy on the dataset's labels; distill: match the uploaded model's outputs; auto: labels when present",
-    )
+class FinetuneConfig(ObjectiveConfig):
+    pass
 
 
 class Finetune(Pass[FinetuneConfig]):
@@ -31,11 +24,11 @@ class Finetune(Pass[FinetuneConfig]):
     default_for_op = True
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        from engine import training
         from engine.formats.torch_model import load_torch, save_torch
+        from engine.training import fit
 
         cfg = self.config
         tm = load_torch(model)
-        result = training.fit(tm, ctx, cfg, objective=cfg.objective, name="finetune")
+        result = fit(tm, ctx, cfg, objective=cfg.objective, name="finetune")
         ctx.add_report_section("finetune", {**result.summary(), "history": result.history})
         return save_torch(tm, ctx.work_dir)

@@ -1,4 +1,4 @@
-"""The shared training loop (engine/training.py) on the digits CNN converted from ONNX."""
+"""The shared training loop (engine/training/) on the digits CNN converted from ONNX."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_finetune_recovers_a_damaged_cnn_and_reports_each_epoch(
 
     after = materials.accuracy(tm.module, x_test, y_test)
     # Recovery is measured against the undamaged model (its accuracy depends on how the test
-    # material trained on this machine), not against a fixed number.
+    # material trained where the tests run), not against a fixed number.
     assert before < original - 0.1 and after >= original - 0.03, (original, before, after)
     assert result.metric_name == "accuracy" and result.best_metric >= original - 0.05
     assert [row["epoch"] for row in result.history] == [0, 1, 2]

@@ -12,10 +12,47 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from engine.errors import PassNotApplicable
 from engine.formats.torch_model import TorchModel
+
+StudentKind = Literal["current", "fewer_layers", "narrower_ffn", "width"]
+
+
+@dataclass
+class Student:
+    """A student to distill into, and what its derivation chose."""
+
+    model: TorchModel
+    # Teacher hidden-state index each student layer matches (hidden_states[0] is the embeddings):
+    # the blocks a fewer_layers student kept; None for the other kinds.
+    layer_map: tuple[int, ...] | None = None
+    # Entries for the job's resolved options (kept layers, intermediate size).
+    resolved: dict[str, Any] = field(default_factory=dict)
+
+
+def derive(
+    current: TorchModel,
+    kind: StudentKind,
+    *,
+    keep_every: int,
+    ffn_ratio: float,
+    width_multiplier: float,
+) -> Student:
+    """The student of ``kind`` derived from ``current`` ("current": ``current`` itself)."""
+    if kind == "fewer_layers":
+        model, kept = fewer_layers(current, keep_every)
+        return Student(model, tuple(i + 1 for i in kept), {"student_layers": kept})
+    if kind == "narrower_ffn":
+        model = narrower_ffn(current, ffn_ratio)
+        return Student(
+            model, resolved={"student_intermediate_size": model.module.config.intermediate_size}
+        )
+    if kind == "width":
+        return Student(narrower(current, width_multiplier))
+    return Student(current)
 
 
 def _clone(teacher: TorchModel) -> TorchModel:

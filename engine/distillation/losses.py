@@ -164,8 +164,13 @@ def training_loss(
 ) -> Tensor:
     import torch.nn.functional as F
 
-    hidden = options.hidden_weight > 0 and teacher is not None and teacher.hidden_states is not None
-    out = _forward(student, feeds, hidden)
+    # The teacher whose hidden states the student also matches; None when that term is off.
+    hidden_teacher = (
+        teacher
+        if options.hidden_weight > 0 and teacher is not None and teacher.hidden_states is not None
+        else None
+    )
+    out = _forward(student, feeds, hidden_teacher is not None)
     logits = out.primary.float()
     mask = feeds.get("attention_mask")
     if mode == "labels":
@@ -180,6 +185,6 @@ def training_loss(
             loss = soft_target_loss(logits, teacher.primary.float(), options.temperature)
         else:
             loss = embedding_loss(logits, teacher.primary, mask)
-    if hidden:
-        loss = loss + options.hidden_weight * hidden_state_loss(out, teacher, mask, options)  # type: ignore[arg-type]
+    if hidden_teacher is not None:
+        loss = loss + options.hidden_weight * hidden_state_loss(out, hidden_teacher, mask, options)
     return loss
