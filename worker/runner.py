@@ -124,7 +124,7 @@ def execute(job_id: str) -> str:
 
     job_root = settings.resolved_work_dir / job_id
     attempt_dir = job_root / f"attempt-{claim.attempt}"
-    checkpoints = job_root / "checkpoints"  # kept across attempts on this machine: training resumes
+    checkpoints = job_root / "checkpoints"  # kept across attempts on the same host: training resumes
     checkpoints.mkdir(parents=True, exist_ok=True)
     outcome: str = JobState.FAILED
     with LeaseRenewal(job_id) as renewal:
