@@ -96,7 +96,7 @@ def get_report(
 ) -> Any:
     report = load_report(session, tenant.id, job_id)
     if format == "html":
-        from core.reports.html import render_report_html
+        from core.reports import render_report_html
 
         return HTMLResponse(render_report_html(report, title=f"Shrink report: {job_id}"))
     return JSONResponse(report)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.reports import html as report_html
+from core.reports import page as report_html
 from core.reports import render_report_html
 
 ROOT = Path(__file__).resolve().parents[2]
