@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.reports import page as report_html
-from core.reports import render_report_html
+from core.reports import palette, render_report_html
+from core.reports.entries import pareto_front
 
 ROOT = Path(__file__).resolve().parents[2]
 QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
@@ -165,9 +165,9 @@ def test_flagged_and_best_candidates_are_marked() -> None:
 
 def test_pareto_front_keeps_only_models_nothing_beats_on_both() -> None:
     points = [("base", 18.0, 0.942), ("int8", 11.5, 0.939), ("slow", 24.0, 0.9415), ("tiny", 8.0, 0.88)]
-    assert report_html.pareto_front(points) == ["tiny", "int8", "base"]
+    assert pareto_front(points) == ["tiny", "int8", "base"]
     # for a lower-is-better metric (MSE) the direction flips
-    assert report_html.pareto_front([("a", 1.0, 0.5), ("b", 2.0, 0.1), ("c", 3.0, 0.2)], higher_is_better=False) == ["a", "b"]
+    assert pareto_front([("a", 1.0, 0.5), ("b", 2.0, 0.1), ("c", 3.0, 0.2)], higher_is_better=False) == ["a", "b"]
 
 
 def test_sparse_reports_render_without_errors() -> None:
@@ -287,9 +287,9 @@ def test_page_renders_its_plots_in_headless_chromium(tmp_path: Path) -> None:
     pixels = np.asarray(Image.open(png).convert("RGB")).astype(np.int16)
     assert pixels.shape[1] == 1280
 
-    scatter = plot_regions(pixels, report_html.SCATTER_TINT)
-    distributions = plot_regions(pixels, report_html.DISTRIBUTION_TINT)
-    sensitivity = plot_regions(pixels, report_html.SENSITIVITY_TINT)
+    scatter = plot_regions(pixels, palette.SCATTER_TINT)
+    distributions = plot_regions(pixels, palette.DISTRIBUTION_TINT)
+    sensitivity = plot_regions(pixels, palette.SENSITIVITY_TINT)
     assert len(scatter) == 1, scatter
     assert len(distributions) == 2, distributions  # batch sizes 1 and 8
     assert len(sensitivity) == 1, sensitivity
@@ -301,16 +301,16 @@ def test_page_renders_its_plots_in_headless_chromium(tmp_path: Path) -> None:
         assert ink.sum() > 400, "a plot area shows no data marks"
     top, bottom, left, right = scatter[0]
     region = pixels[top : bottom + 1, left : right + 1]
-    assert near(region, report_html.PARETO_COLOR) > 60, "no Pareto front drawn"
-    for color in report_html.CANDIDATE_COLORS[:3]:
+    assert near(region, palette.PARETO_COLOR) > 60, "no Pareto front drawn"
+    for color in palette.CANDIDATE_COLORS[:3]:
         assert near(region, color, 30) > 30, f"no marker of colour {color}"
     for top, bottom, left, right in distributions:
         region = pixels[top : bottom + 1, left : right + 1]
-        assert sum(near(region, c, 30) > 50 for c in report_html.CANDIDATE_COLORS[:3]) == 3, "a model's distribution is missing"
+        assert sum(near(region, c, 30) > 50 for c in palette.CANDIDATE_COLORS[:3]) == 3, "a model's distribution is missing"
     top, bottom, left, right = sensitivity[0]
     region = pixels[top : bottom + 1, left : right + 1]
-    assert near(region, report_html.QUANTIZED_COLOR, 20) > 500
-    assert near(region, report_html.KEPT_FLOAT_COLOR, 20) > 100
+    assert near(region, palette.QUANTIZED_COLOR, 20) > 500
+    assert near(region, palette.KEPT_FLOAT_COLOR, 20) > 100
     # the table marks the flagged rows in red: some of the page's pixels are that background
     assert near(pixels, "#fef2f2", 2) > 2000
 
