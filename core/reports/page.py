@@ -95,8 +95,9 @@ def render_report_html(report: dict[str, Any], *, title: str) -> str:
         body.append("<h2>Latency and quality</h2>")
         body.append(
             f"<figure>{_safe(scatter_svg, report, sizes[0])}<figcaption>Each model at batch size {esc(sizes[0])}: p50 latency "
-            f"(bars: 95% interval) against {esc(axis.label)}. The dashed red line is the Pareto front: the models "
-            "that no other model beats on both. Crossed markers are flagged.</figcaption></figure>"
+            f"(bars: 95% interval) against {esc(axis.label)}. The dashed red line and the red rings mark the "
+            "Pareto front: the models that no other model beats on both. The star marks the best candidate; crossed, hollow "
+            "markers are flagged.</figcaption></figure>"
         )
     if sizes:
         body.append("<h2>Latency distributions</h2>")

@@ -6,11 +6,10 @@ from typing import Any
 
 from core.reports.format import esc, num, short
 from core.reports.palette import GRID_COLOR, KEPT_FLOAT_COLOR, QUANTIZED_COLOR, SENSITIVITY_TINT
-from core.reports.svg import Scale, nice_ticks, padded, svg_open, text, tick_label
+from core.reports.svg import Scale, nice_ticks, padded, svg_open, text, tick_labels
 
 
 def sensitivity_svg(section: dict[str, Any]) -> str:
-    """Per-layer sensitivity as bars, layers in graph order; layers kept in float stand out."""
     layers = [layer for layer in section.get("layers") or [] if num(layer.get("score")) is not None]
     metric = str(section.get("metric") or "score")
     width, height = 1100, 380 if len(layers) <= 40 else 300
@@ -26,10 +25,11 @@ def sensitivity_svg(section: dict[str, Any]) -> str:
     if lo >= 0 and lo - (hi - lo) * 2 <= 0:
         ylo = 0.0  # start at zero when the bars would not lose their contrast
     sy = Scale(ylo, yhi, height - bottom, top)
-    for t in nice_ticks(ylo, yhi, 5):
+    ticks = nice_ticks(ylo, yhi, 5)
+    for t, label in zip(ticks, tick_labels(ticks), strict=True):
         py = sy(t)
         parts.append(f'<line x1="{left}" y1="{py:.1f}" x2="{width - right}" y2="{py:.1f}" stroke="{GRID_COLOR}"/>')
-        parts.append(text(left - 6, py + 4, tick_label(t), anchor="end"))
+        parts.append(text(left - 6, py + 4, label, anchor="end"))
     slot = (width - left - right) / len(layers)
     bar = max(1.0, slot * 0.75)
     for i, layer in enumerate(layers):
@@ -40,7 +40,8 @@ def sensitivity_svg(section: dict[str, Any]) -> str:
         if len(layers) <= 40:
             cx, cy = x + bar / 2, height - bottom + 8
             parts.append(text(cx, cy, short(str(layer.get("name", "")), 18), size=9, anchor="end", extra=f' transform="rotate(-55 {cx:.1f} {cy:.1f})"'))
-    parts.append(text(14, (top + height - bottom) / 2, metric, anchor="middle", extra=f' transform="rotate(-90 14 {(top + height - bottom) / 2:.1f})"'))
+    mid_y = (top + height - bottom) / 2
+    parts.append(text(14, mid_y, metric, anchor="middle", extra=f' transform="rotate(-90 14 {mid_y:.1f})"'))
     lx = width - right - 260
     parts.append(f'<rect x="{lx}" y="8" width="12" height="12" fill="{QUANTIZED_COLOR}"/>')
     parts.append(text(lx + 18, 18, "quantized"))

@@ -1,8 +1,9 @@
-"""What every figure is drawn with: ticks and their labels, scales, text."""
+"""What every figure is drawn with: ticks and their labels, scales, text, marks placed by name."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.reports.format import esc
@@ -25,6 +26,8 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
 
 
 def log_ticks(lo: float, hi: float) -> list[float]:
+    """1, 2 and 5 times the powers of ten within [lo, hi]; a range too narrow to hold three of
+    them gets evenly spaced round values instead (on a narrow range a log axis is nearly linear)."""
     if lo <= 0 or not hi > lo:
         return [lo]
     ticks = []
@@ -33,17 +36,35 @@ def log_ticks(lo: float, hi: float) -> list[float]:
             t = m * 10**exp
             if lo <= t <= hi:
                 ticks.append(t)
-    if len(ticks) < 3:
-        ticks = sorted(set(ticks) | {lo, hi, math.sqrt(lo * hi)})
-    return ticks
+    return ticks if len(ticks) >= 3 else nice_ticks(lo, hi, 6)
 
 
-def tick_label(v: float) -> str:
-    if v == 0:
-        return "0"
-    if abs(v) >= 1000 or abs(v) < 0.01:
-        return f"{v:.2g}"
-    return f"{v:.4g}"
+def _decimals(x: float) -> int:
+    """The fewest decimals that write x (a tick or a step between ticks) without rounding it."""
+    for d in range(13):
+        if abs(round(x, d) - x) <= abs(x) * 1e-6:
+            return d
+    return 12
+
+
+def tick_labels(ticks: Sequence[float], *, log: bool = False) -> list[str]:
+    """Labels that tell every tick apart. On a linear axis all ticks get the decimals of the step
+    between them, so 0.9999..1 reads 0.99990, 0.99992, ... 1.00000 (never 1, 1, 1, 0.9999); on a
+    log axis the steps grow tick by tick, so each tick gets the decimals of its own value (0.5, 1,
+    2, 5, 10). Never exponent notation: a reader compares these labels digit by digit."""
+    if not ticks:
+        return []
+    if log:
+        places = [_decimals(abs(t)) for t in ticks]
+    else:
+        steps = [b - a for a, b in zip(ticks, ticks[1:], strict=False) if b > a]
+        places = [_decimals(min(steps) if steps else abs(ticks[0]))] * len(ticks)
+    for extra in range(13):
+        labels = [f"{t:.{p + extra}f}" for t, p in zip(ticks, places, strict=True)]
+        labels = [s[1:] if s.startswith("-") and float(s) == 0 else s for s in labels]
+        if len(set(labels)) == len(labels):
+            return labels
+    return labels
 
 
 @dataclass
@@ -87,3 +108,9 @@ def svg_open(width: int, height: int, label: str) -> str:
         f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         f'role="img" aria-label="{esc(label)}" font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif">'
     )
+
+
+def placed(mark: str, x: float, y: float, *, name: str) -> str:
+    """A mark drawn about (0, 0), placed at (x, y) under a name. A plot and its legend place the
+    same markup, so a legend entry is, element for element, the mark it names."""
+    return f'<g data-name="{esc(name)}" transform="translate({x:.1f},{y:.1f})">{mark}</g>'

@@ -1,13 +1,16 @@
-"""The HTML report page: self-contained, escaped, light to import, and its plots really render
-(headless Chromium screenshot, checked pixel by pixel)."""
+"""The HTML report page: self-contained, escaped, light to import, its plots read true (distinct
+tick labels, a legend made of the plotted marks, latency boxes that a slow tail does not
+squeeze), and they really render (headless Chromium screenshot, checked pixel by pixel)."""
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,11 @@ import numpy as np
 import pytest
 
 from core.reports import palette, render_report_html
+from core.reports.distribution import distribution_svg
 from core.reports.entries import pareto_front
+from core.reports.normalize import normalized
+from core.reports.scatter import scatter_svg
+from core.reports.svg import log_ticks, nice_ticks, tick_labels
 
 ROOT = Path(__file__).resolve().parents[2]
 QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
@@ -224,6 +231,112 @@ def test_rendering_never_imports_torch_onnx_or_numpy() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+# --- what a reader sees: ticks, legend, latency boxes -----------------------------------------
+
+
+def narrow_quality_report() -> dict[str, Any]:
+    """The fixture with no task metric, so quality is the output cosine: 0.99992..1."""
+    report = realistic_report()
+    report["baseline"]["quality"]["primary"] = None
+    for i, cand in enumerate(report["candidates"]):
+        cand["metrics"]["fidelity"]["cosine_mean"] = 0.99992 + 0.00002 * i
+    return report
+
+
+def test_tick_labels_tell_every_tick_apart() -> None:
+    assert tick_labels(nice_ticks(0.9999, 1.0, 5)) == ["0.99990", "0.99992", "0.99994", "0.99996", "0.99998", "1.00000"]
+    assert tick_labels(log_ticks(0.3, 60), log=True) == ["0.5", "1", "2", "5", "10", "20", "50"]
+    ranges = [(0.9999, 1.0), (0.99990, 0.99995), (0.0, 1.0), (1000.0, 1003.0), (-0.5, 0.5), (12.0, 12.05), (1e-4, 3e-4), (3.0, 3000.0), (17.2, 19.9)]
+    for lo, hi in ranges:
+        for log in (False, True):
+            if log and lo <= 0:
+                continue
+            ticks = log_ticks(lo, hi) if log else nice_ticks(lo, hi, 5)
+            labels = tick_labels(ticks, log=log)
+            assert len(ticks) >= 2 and len(set(labels)) == len(labels) == len(ticks), (lo, hi, log, labels)
+            for tick, label in zip(ticks, labels, strict=True):
+                decimals = len(label.partition(".")[2])
+                assert "e" not in label and abs(float(label) - tick) <= 0.5 * 10**-decimals + 1e-12, (tick, label)
+
+
+def test_a_narrow_quality_range_gets_distinct_tick_labels() -> None:
+    svg = scatter_svg(normalized(narrow_quality_report()), "1")
+    quality_labels = re.findall(r'text-anchor="end"[^>]*>([^<]*)</text>', svg)  # the y axis, right-aligned
+    assert len(quality_labels) >= 3 and len(set(quality_labels)) == len(quality_labels), quality_labels
+
+
+def _shape(element: ET.Element) -> tuple:
+    """An SVG element as drawn: tag, attributes and children (not the text around it)."""
+    return element.tag, tuple(sorted(element.attrib.items())), tuple(_shape(child) for child in element)
+
+
+def _marks(svg: str) -> tuple[dict[str, list[tuple]], dict[str, list[tuple]], ET.Element]:
+    """The named marks of a figure, drawn in the plot and in its legend: name -> [their shapes]."""
+    root = ET.fromstring(svg)
+    legend = root.find("g[@class='legend']")
+    in_legend = {id(g) for g in legend.iter("g")} if legend is not None else set()
+    plotted: dict[str, list[tuple]] = {}
+    keyed: dict[str, list[tuple]] = {}
+    for g in root.iter("g"):
+        if "data-name" in g.attrib:
+            target = keyed if id(g) in in_legend else plotted
+            target.setdefault(g.attrib["data-name"], []).append(tuple(_shape(child) for child in g))
+    return plotted, keyed, root
+
+
+def test_the_legend_shows_the_marks_it_names() -> None:
+    report = normalized(realistic_report())
+    plotted, keyed, root = _marks(scatter_svg(report, "1"))
+    ids = ["baseline", "cand_int8", "cand_slow", "cand_<script>alert(1)</script>"]
+    assert set(keyed) == {*ids, "Pareto front", "best", "flagged"}
+    assert set(plotted) <= set(keyed), "a kind of mark in the plot has no legend entry"
+    for model in ids:  # baseline and each candidate: the very mark of its point
+        assert plotted[model] == keyed[model], model
+    assert plotted["best"] == keyed["best"]  # the best candidate's star
+    [cross] = keyed["flagged"][0]  # flagged: the cross that flagged points (and only they) carry
+    for model, flagged in (("baseline", False), ("cand_int8", False), ("cand_slow", True), ("cand_<script>alert(1)</script>", True)):
+        assert (cross in plotted[model][0]) == flagged, model
+    # the Pareto front: its dashed line and the ring around the points on it
+    [(line, ring)] = keyed["Pareto front"]
+    assert all(mark == (ring,) for mark in plotted["Pareto front"]) and len(plotted["Pareto front"]) == 3
+    front = [p for p in root.iter("path") if p.get("stroke-dasharray")]
+    assert [{k: v for k, v in p.attrib.items() if k != "d"} for p in front[:1]] == [{k: v for k, v in line[1] if k != "d"}]
+
+    # the distribution's key: the p99 diamond and the wedge at the edge, shaped as in the lanes
+    slow = realistic_report()
+    slow["baseline"]["latency_ms"]["1"]["p99"] *= 100
+    plotted, _, root = _marks(distribution_svg(normalized(slow), "1"))
+    for name in ("p99", "beyond the axis"):
+        shapes = {tuple((tag, tuple((k, v) for k, v in attrs if k != "fill"), kids) for tag, attrs, kids in mark) for mark in plotted[name]}
+        assert len(plotted[name]) >= 2 and len(shapes) == 1, name  # the key's grey one and the lanes' coloured ones
+
+
+def _lane_boxes(svg: str) -> list[float]:
+    """Widths of the interquartile boxes inside the plot area (the key above it excluded)."""
+    plot_top = float(re.search(rf'<rect x="[^"]*" y="([^"]*)"[^>]*fill="{palette.DISTRIBUTION_TINT}"', svg).group(1))
+    boxes = re.findall(r'<rect x="[^"]*" y="([^"]*)" width="([^"]*)" height="12" fill="[^"]*" fill-opacity="0.8"', svg)
+    return [float(w) for y, w in boxes if float(y) > plot_top]
+
+
+def test_a_slow_tail_does_not_squeeze_the_latency_boxes() -> None:
+    """One model with p99 at 100x its median: the axis stays where the boxes are, the tail is a
+    mark at the edge with its value in numbers."""
+    steady = _lane_boxes(distribution_svg(normalized(realistic_report()), "1"))
+    report = realistic_report()
+    latency = report["candidates"][0]["metrics"]["latency_ms"]["1"]
+    latency["p99"] = latency["quantiles"]["p99"] = latency["p50"] * 100
+    svg = distribution_svg(normalized(report), "1")
+    boxes = _lane_boxes(svg)
+    assert len(boxes) == 4 and min(boxes) >= 25, boxes  # 12.6 px of 900 when the axis reached the tail
+    assert boxes == pytest.approx(steady, abs=0.2)
+    assert f"p99 {latency['p99']:.0f} ms" in svg
+    # the runs past the axis are counted from the histogram, exactly: bins wholly beyond it
+    note = re.search(r"(\d+) runs ≥ ([\d.]+) ms", svg)
+    hist = report["baseline"]["latency_ms"]["1"]["histogram"]
+    edge = next(e for e in hist["edges"] if f"{e:.1f}" == note.group(2))
+    assert int(note.group(1)) == sum(c for e, c in zip(hist["edges"], hist["counts"], strict=False) if e >= edge)
 
 
 # --- the page in a real browser --------------------------------------------------------------
