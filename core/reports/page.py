@@ -2,9 +2,10 @@
 the plots are inline SVG drawn here. Standard library only (the API process renders it and never
 imports torch, onnx or numpy).
 
-The page: a summary sentence per candidate, the table of baseline vs candidates with ratios and
-flags, latency against quality with the Pareto front, the latency distribution of every model at
-every batch size, per-layer sensitivity when a pass produced it, the environment, the config.
+The page: the model and dataset it reports on, a summary sentence per candidate, the table of
+baseline vs candidates with ratios and flags, latency against quality with the Pareto front, the
+latency distribution of every model at every batch size, per-layer sensitivity when a pass
+produced it, the environment, the config.
 
 Everything that comes from the report is escaped: layer names and candidate ids come from user
 uploads. A Content-Security-Policy forbids the page to load anything at all.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from core.reports.distribution import distribution_svg
 from core.reports.entries import batch_sizes, quality_axis
@@ -27,11 +28,35 @@ from core.reports.tables import kv_table, models_table, summary_lines
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
+class Named(Protocol):
+    """A stored model or dataset as the page names it (core.models.StoredModel and StoredDataset)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def format(self) -> str: ...
+
+
+def subject_line(model: Named | None, dataset: Named | None) -> str:
+    """What the report is about: the model's name, id and format, the dataset's name and id."""
+    bits = []
+    if model is not None:
+        bits.append(f'model <b>{esc(model.name)}</b> <span class="id">{esc(model.id)} · {esc(model.format)}</span>')
+    if dataset is not None:
+        bits.append(f'dataset <b>{esc(dataset.name)}</b> <span class="id">{esc(dataset.id)}</span>')
+    return f'<p class="subject">{" · ".join(bits)}</p>' if bits else ""
+
+
 STYLE = """
 body{margin:0;background:#ffffff;color:#111827;font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif}
 main{max-width:1180px;margin:0 auto;padding:24px 28px 60px}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 8px}h3{font-size:15px;margin:18px 0 6px}
 .meta{color:#6b7280;font-size:13px}
+.subject{margin:2px 0 4px;font-size:15px}.subject .id{color:#6b7280;font-size:12.5px;font-family:ui-monospace,Menlo,monospace}
 .note{background:#fffbeb;border:1px solid #fde68a;padding:6px 10px;font-size:13px}
 .summary li{margin:4px 0}
 table{border-collapse:collapse}
@@ -61,13 +86,14 @@ def _safe(draw: Callable[..., str], *args: Any) -> str:
         return f'<p class="note">This part of the report could not be drawn ({esc(type(exc).__name__)}).</p>'
 
 
-def render_report_html(report: dict[str, Any], *, title: str) -> str:
-    """The report as one self-contained HTML page (see the module docstring)."""
+def render_report_html(report: dict[str, Any], *, title: str, model: Named | None = None, dataset: Named | None = None) -> str:
+    """The report as one self-contained HTML page (see the module docstring); model and dataset,
+    the stored records the job ran on, are named under the title when given."""
     report = normalized(report)
     sizes = batch_sizes(report)
     env = report.get("environment") or {}
     best = report.get("best_candidate_id")
-    body: list[str] = [f"<h1>{esc(title)}</h1>"]
+    body: list[str] = [f"<h1>{esc(title)}</h1>", subject_line(model, dataset)]
     meta = [f"measured {esc(report['measured_at'])}" if report.get("measured_at") else ""]
     runtime = " ".join(str(x) for x in (env.get("runtime"), env.get("runtime_version")) if x)
     if runtime:

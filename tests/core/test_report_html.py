@@ -1,9 +1,11 @@
-"""The HTML report page: self-contained, escaped, light to import, its plots read true (distinct
-tick labels, a legend made of the plotted marks, latency boxes that a slow tail does not
-squeeze), and they really render (headless Chromium screenshot, checked pixel by pixel)."""
+"""The HTML report page: self-contained, escaped, light to import, names the model and dataset it
+reports on, its plots read true (distinct tick labels, a legend made of the plotted marks,
+latency boxes that a slow tail does not squeeze), and they really render (headless Chromium
+screenshot, checked pixel by pixel)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -233,7 +236,7 @@ def test_rendering_never_imports_torch_onnx_or_numpy() -> None:
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
-# --- what a reader sees: ticks, legend, latency boxes -----------------------------------------
+# --- what a reader sees: ticks, legend, latency boxes, the model and dataset -------------------
 
 
 def narrow_quality_report() -> dict[str, Any]:
@@ -337,6 +340,47 @@ def test_a_slow_tail_does_not_squeeze_the_latency_boxes() -> None:
     hist = report["baseline"]["latency_ms"]["1"]["histogram"]
     edge = next(e for e in hist["edges"] if f"{e:.1f}" == note.group(2))
     assert int(note.group(1)) == sum(c for e, c in zip(hist["edges"], hist["counts"], strict=False) if e >= edge)
+
+
+def test_the_page_names_its_model_and_dataset_escaped() -> None:
+    model = SimpleNamespace(id="mdl_01", name="bert <base> & co", format="onnx")
+    dataset = SimpleNamespace(id="dst_02", name="reviews \"dev\"", format="jsonl")
+    page = render_report_html(realistic_report(), title="r", model=model, dataset=dataset)
+    assert "bert &lt;base&gt; &amp; co" in page and "<base>" not in page
+    assert "mdl_01" in page and "onnx" in page
+    assert "reviews &quot;dev&quot;" in page and "dst_02" in page
+    assert "dst_02" not in render_report_html(realistic_report(), title="r", model=model)
+
+
+def test_the_report_route_names_the_jobs_model_and_dataset(db_env: dict[str, str]) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from core.db import session_scope
+    from core.models import Artifact, Job, StoredDataset, StoredModel
+    from core.storage import get_storage
+    from core.tenants import service as tenants
+
+    body = json.dumps(realistic_report()).encode()
+    spool = Path(db_env["SHRINK_DATA_DIR"]) / "report.json"
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    spool.write_bytes(body)
+    get_storage().put_file("reports/job_r.json", spool, sha256=hashlib.sha256(body).hexdigest())
+    upload = {"size_bytes": 1, "sha256": "0" * 64, "storage_key": "k", "info": {}}
+    with session_scope() as s:
+        tenant = tenants.create_tenant(s, "acme")
+        _, key = tenants.create_api_key(s, tenant.id)
+        s.add(StoredModel(id="mdl_r", tenant_id=tenant.id, name="resnet <50>", format="onnx", **upload))
+        s.add(StoredDataset(id="dst_r", tenant_id=tenant.id, name="imagenet-val", format="imagefolder", **upload))
+        s.flush()
+        s.add(Job(id="job_r", tenant_id=tenant.id, model_id="mdl_r", dataset_id="dst_r", state="succeeded"))
+        s.flush()
+        s.add(Artifact(id="art_r", tenant_id=tenant.id, job_id="job_r", kind="report", format="json", filename="report.json",
+                       size_bytes=len(body), sha256=hashlib.sha256(body).hexdigest(), storage_key="reports/job_r.json"))
+    client = TestClient(create_app())
+    page = client.get("/v1/jobs/job_r/report?format=html", headers={"Authorization": f"Bearer {key}"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "resnet &lt;50&gt;" in page.text and "mdl_r" in page.text and "imagenet-val" in page.text and "dst_r" in page.text
 
 
 # --- the page in a real browser --------------------------------------------------------------
