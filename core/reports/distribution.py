@@ -17,15 +17,20 @@ from core.reports.palette import (
 )
 from core.reports.svg import Scale, log_ticks, padded, placed, svg_open, text, tick_labels
 
-# The axis spans what the boxes and whiskers need, p1 and p99 included while they stay within
-# this factor of p5 and p95; a tail beyond is left to a mark at the edge and a note in numbers.
-# A few runs 100x slower otherwise take most of the width: with the axis stretched to every p99
-# and histogram edge, the test fixture's interquartile boxes (p75/p25 about 1.08) were 27 px of
-# 900 and shrank to 13 px when one model's p99 was 100x its median; scaled to the whiskers they
-# are 41 px of 780 either way. The scale stays logarithmic: the engine bins the histograms in
-# log space (so a 2x faster model sits as far from the baseline as a 2x slower one), and the
-# models of one report can differ several-fold.
-TAIL_REACH = 2.0
+# The axis spans each model's box (p25-p75), its median's interval, and whichever of p1, p5, p95
+# and p99 lie within the model's fences, Tukey's 1.5 interquartile ranges taken in log space
+# (p25 / r**1.5 .. p75 * r**1.5 with r = p75/p25, at least 1.25x beyond the box so a timer's
+# coarse steps do not cut a steady model's tail); a whisker or p99 beyond is clipped at the
+# edge, marked with a wedge and written out in numbers. Slow runs otherwise take the width:
+# with the axis stretched to every p99 and histogram edge, the test fixture's boxes (p75/p25
+# about 1.08) were 27 px of 900 and shrank to 13 px when one model's p99 was 100x its median;
+# the digits benchmark of tests/engine/test_bench_report.py, run on 2 busy cores of an AMD EPYC
+# (avx2, fma; 2026-11-30), gave int8 a p95 of 10x its median at batch size 1, and both models'
+# boxes there were slivers.
+# The scale stays logarithmic: the engine bins the histograms in log space (so a 2x faster
+# model sits as far from the baseline as a 2x slower one), and the models of one report can
+# differ several-fold.
+FENCE_IQR, FENCE_MIN = 1.5, 1.25
 LANE, WIDTH = 58, 1100
 LEFT, RIGHT, TOP, BOTTOM = 170, 150, 34, 46
 
@@ -63,56 +68,61 @@ def _quantiles(lat: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
+def _fences(q: dict[str, float | None]) -> tuple[float, float] | None:
+    p25, p75 = q["p25"], q["p75"]
+    if not (p25 and p75 and p75 >= p25 > 0):
+        return None
+    reach = max(min(p75 / p25, 1e6) ** FENCE_IQR, FENCE_MIN)  # capped: a damaged report's 1e300 must not overflow
+    return p25 / reach, p75 * reach
+
+
 def axis_range(models: list[Entry], batch_size: str) -> tuple[float, float] | None:
     values: list[float | None] = []
     for e in models:
         lat = e.metrics["latency_ms"][batch_size]
         q = _quantiles(lat)
-        values += [q["p5"], q["p25"], q["p50"], q["p75"], q["p95"], *(lat.get("p50_ci95") or [])]
-        p1, p5, p95, p99 = q["p1"], q["p5"], q["p95"], q["p99"]
-        if p99 is not None and (p95 is None or p99 <= p95 * TAIL_REACH):
-            values.append(p99)
-        if p1 is not None and (p5 is None or p1 >= p5 / TAIL_REACH):
-            values.append(p1)
+        values += [q["p25"], q["p50"], q["p75"], *(lat.get("p50_ci95") or [])]
+        fences = _fences(q)
+        tails = [q[k] for k in ("p1", "p5", "p95", "p99")]
+        values += [v for v in tails if v is not None and (fences is None or fences[0] <= v <= fences[1])]
     positive = [v for v in (num(v) for v in values) if v is not None and v > 0]
     return padded(min(positive), max(positive), 0.04, log=True) if positive else None
 
 
-def _histogram(lat: dict[str, Any], sx: Scale, mid: float, color: str) -> tuple[str, list[str]]:
-    """The histogram's path within the axis, and notes on the runs whose bins lie wholly outside
-    it (exact counts: a bin past the end holds only runs past its own edge)."""
+def _histogram(lat: dict[str, Any], sx: Scale, mid: float, color: str) -> tuple[str, str, str]:
+    """The histogram's path within the axis, and notes on the runs above and below it, counted
+    from the bins wholly outside (exact: such a bin holds only runs past its own edge)."""
     hist = lat.get("histogram") or {}
     edges, counts = hist.get("edges") or [], hist.get("counts") or []
     if len(edges) != len(counts) + 1 or not counts:
-        return "", []
+        return "", "", ""
     inside = [j for j in range(len(counts)) if edges[j + 1] > sx.lo and edges[j] < sx.hi]
     above = [j for j in range(len(counts)) if edges[j] >= sx.hi]
     below = [j for j in range(len(counts)) if edges[j + 1] <= sx.lo]
-    notes = []
-    if sum(counts[j] for j in above):
-        notes.append(f"{sum(counts[j] for j in above):.0f} runs ≥ {fmt_ms(edges[above[0]])} ms")
-    if sum(counts[j] for j in below):
-        notes.append(f"{sum(counts[j] for j in below):.0f} runs < {fmt_ms(edges[below[-1] + 1])} ms")
+    n_above, n_below = sum(counts[j] for j in above), sum(counts[j] for j in below)
+    note_above = f"{n_above:.0f} runs ≥ {fmt_ms(edges[above[0]])} ms" if n_above else ""
+    note_below = f"{n_below:.0f} runs < {fmt_ms(edges[below[-1] + 1])} ms" if n_below else ""
     peak = max((counts[j] for j in inside), default=0)
     if not peak:
-        return "", notes
+        return "", note_above, note_below
     d = [f"M{sx(max(edges[inside[0]], sx.lo)):.1f},{mid:.1f}"]
     for j in inside:
         d.append(f"V{mid - (LANE * 0.5) * counts[j] / peak:.1f}H{sx(min(edges[j + 1], sx.hi)):.1f}")
     d.append(f"V{mid:.1f}Z")
-    return f'<path d="{"".join(d)}" fill="{color}" fill-opacity="0.35" stroke="{color}" stroke-width="1"/>', notes
+    path = f'<path d="{"".join(d)}" fill="{color}" fill-opacity="0.35" stroke="{color}" stroke-width="1"/>'
+    return path, note_above, note_below
 
 
 def _lane(e: Entry, lat: dict[str, Any], sx: Scale, y0: float) -> list[str]:
     mid = y0 + LANE * 0.62
     box_y = mid + 4
     parts = [text(LEFT - 10, mid + 4, short(e.id, 24), anchor="end", color=PARETO_COLOR if e.flags else TEXT_COLOR)]
-    hist, notes = _histogram(lat, sx, mid, e.color)
+    hist, runs_above, runs_below = _histogram(lat, sx, mid, e.color)
     parts.append(hist)
     q = _quantiles(lat)
     p5, p25, p50, p75, p95, p99 = q["p5"], q["p25"], q["p50"], q["p75"], q["p95"], q["p99"]
     if p5 and p95:
-        parts.append(whisker(sx(p5), sx(p95), box_y + 6, e.color))
+        parts.append(whisker(sx(max(p5, sx.lo)), sx(min(p95, sx.hi)), box_y + 6, e.color))
     if p25 and p75:
         parts.append(box(sx(p25), sx(p75), box_y, e.color))
     ci = lat.get("p50_ci95") or []
@@ -120,15 +130,19 @@ def _lane(e: Entry, lat: dict[str, Any], sx: Scale, y0: float) -> list[str]:
         parts.append(interval(sx(ci[0]), sx(ci[1]), box_y))
     if p50:
         parts.append(median(sx(p50), box_y))
-        label_x = sx(max(v for v in (p50, p75, num(ci[1]) if len(ci) == 2 else None) if v)) + 8
-        parts.append(text(label_x, box_y + 10, f"{fmt_ms(p50)} ms", size=10, extra=' font-weight="600"'))
-    if p99 and p99 > sx.hi:
-        notes.insert(0, f"p99 {fmt_ms(p99)} ms")
-    elif p99:
+        right_of = sx(max(v for v in (p50, p75, num(ci[1]) if len(ci) == 2 else None) if v)) + 8
+        if right_of + 60 <= WIDTH - RIGHT - 10:
+            parts.append(text(right_of, box_y + 10, f"{fmt_ms(p50)} ms", size=10, extra=' font-weight="600"'))
+        else:  # no room before the edge (and its wedge): left of the box
+            left_of = sx(min(v for v in (p50, p25, num(ci[0]) if len(ci) == 2 else None) if v)) - 8
+            parts.append(text(left_of, box_y + 10, f"{fmt_ms(p50)} ms", size=10, anchor="end", extra=' font-weight="600"'))
+    if p99 and sx.lo <= p99 <= sx.hi:
         parts.append(placed(diamond(e.color), sx(p99), box_y + 6, name="p99"))
-    if notes:
+    past = [f"{k} {fmt_ms(v)}" for k, v in (("p95", p95), ("p99", p99)) if v and v > sx.hi]
+    notes = [" · ".join(past) + " ms" if past else "", runs_above, f"p5 {fmt_ms(p5)} ms" if p5 and p5 < sx.lo else "", runs_below]
+    if past or runs_above:
         parts.append(placed(beyond(e.color), WIDTH - RIGHT, box_y + 6, name="beyond the axis"))
-        parts += [text(WIDTH - RIGHT + 8, y0 + 26 + 12 * k, note, size=10) for k, note in enumerate(notes)]
+    parts += [text(WIDTH - RIGHT + 8, y0 + 16 + 12 * k, note, size=10) for k, note in enumerate(n for n in notes if n)]
     return parts
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.reports import palette, render_report_html
+from core.reports import distribution, palette, render_report_html
 from core.reports.distribution import distribution_svg
 from core.reports.entries import pareto_front
 from core.reports.normalize import normalized
@@ -340,6 +340,13 @@ def test_a_slow_tail_does_not_squeeze_the_latency_boxes() -> None:
     hist = report["baseline"]["latency_ms"]["1"]["histogram"]
     edge = next(e for e in hist["edges"] if f"{e:.1f}" == note.group(2))
     assert int(note.group(1)) == sum(c for e, c in zip(hist["edges"], hist["counts"], strict=False) if e >= edge)
+    # a loaded CPU: one model's p95 at 10x its median; its whisker stops at the edge, in numbers
+    latency["quantiles"]["p95"] = latency["p50"] * 10
+    svg = distribution_svg(normalized(report), "1")
+    assert _lane_boxes(svg) == pytest.approx(steady, abs=0.2)
+    assert f"p95 {latency['p50'] * 10:.0f} · p99 {latency['p99']:.0f} ms" in svg
+    whisker_ends = [float(x) for x in re.findall(r'<line x1="[^"]*" y1="[^"]*" x2="([^"]*)"[^>]*stroke-width="1.5"', svg)]
+    assert len(whisker_ends) == 5 and max(whisker_ends) <= distribution.WIDTH - distribution.RIGHT  # 4 lanes, the key
 
 
 def test_the_page_names_its_model_and_dataset_escaped() -> None:
