@@ -98,9 +98,14 @@ def get_report(
 ) -> Any:
     report = load_report(session, tenant.id, job_id)
     if format == "html":
-        from core.reports.html import render_report_html
+        from core.catalog import service as catalog
+        from core.reports import render_report_html
 
-        return HTMLResponse(render_report_html(report, title=f"Shrink report: {job_id}"))
+        job = service.get_job(session, tenant.id, job_id)
+        model = catalog.get_model(session, tenant.id, job.model_id)
+        dataset = catalog.get_dataset(session, tenant.id, job.dataset_id) if job.dataset_id else None
+        page = render_report_html(report, title=f"Shrink report: {job_id}", model=model, dataset=dataset)
+        return HTMLResponse(page)
     return JSONResponse(report)
 
 

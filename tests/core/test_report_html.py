@@ -1,21 +1,31 @@
-"""The HTML report page: self-contained, escaped, light to import, and its plots really render
-(headless Chromium screenshot, checked pixel by pixel)."""
+"""The HTML report page: self-contained, escaped, light to import, names the model and dataset it
+reports on, its plots read true (distinct tick labels, a legend made of the plotted marks,
+latency boxes that a slow tail does not squeeze), and they really render (headless Chromium
+screenshot, checked pixel by pixel)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 
-from core.reports import html as report_html
-from core.reports import render_report_html
+from core.reports import distribution, palette, render_report_html
+from core.reports.distribution import distribution_svg
+from core.reports.entries import pareto_front
+from core.reports.normalize import normalized
+from core.reports.scatter import scatter_svg
+from core.reports.svg import log_ticks, nice_ticks, tick_labels
 
 ROOT = Path(__file__).resolve().parents[2]
 QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
@@ -165,9 +175,9 @@ def test_flagged_and_best_candidates_are_marked() -> None:
 
 def test_pareto_front_keeps_only_models_nothing_beats_on_both() -> None:
     points = [("base", 18.0, 0.942), ("int8", 11.5, 0.939), ("slow", 24.0, 0.9415), ("tiny", 8.0, 0.88)]
-    assert report_html.pareto_front(points) == ["tiny", "int8", "base"]
+    assert pareto_front(points) == ["tiny", "int8", "base"]
     # for a lower-is-better metric (MSE) the direction flips
-    assert report_html.pareto_front([("a", 1.0, 0.5), ("b", 2.0, 0.1), ("c", 3.0, 0.2)], higher_is_better=False) == ["a", "b"]
+    assert pareto_front([("a", 1.0, 0.5), ("b", 2.0, 0.1), ("c", 3.0, 0.2)], higher_is_better=False) == ["a", "b"]
 
 
 def test_sparse_reports_render_without_errors() -> None:
@@ -224,6 +234,160 @@ def test_rendering_never_imports_torch_onnx_or_numpy() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+# --- what a reader sees: ticks, legend, latency boxes, the model and dataset -------------------
+
+
+def narrow_quality_report() -> dict[str, Any]:
+    """The fixture with no task metric, so quality is the output cosine: 0.99992..1."""
+    report = realistic_report()
+    report["baseline"]["quality"]["primary"] = None
+    for i, cand in enumerate(report["candidates"]):
+        cand["metrics"]["fidelity"]["cosine_mean"] = 0.99992 + 0.00002 * i
+    return report
+
+
+def test_tick_labels_tell_every_tick_apart() -> None:
+    assert tick_labels(nice_ticks(0.9999, 1.0, 5)) == ["0.99990", "0.99992", "0.99994", "0.99996", "0.99998", "1.00000"]
+    assert tick_labels(log_ticks(0.3, 60), log=True) == ["0.5", "1", "2", "5", "10", "20", "50"]
+    ranges = [(0.9999, 1.0), (0.99990, 0.99995), (0.0, 1.0), (1000.0, 1003.0), (-0.5, 0.5), (12.0, 12.05), (1e-4, 3e-4), (3.0, 3000.0), (17.2, 19.9)]
+    for lo, hi in ranges:
+        for log in (False, True):
+            if log and lo <= 0:
+                continue
+            ticks = log_ticks(lo, hi) if log else nice_ticks(lo, hi, 5)
+            labels = tick_labels(ticks, log=log)
+            assert len(ticks) >= 2 and len(set(labels)) == len(labels) == len(ticks), (lo, hi, log, labels)
+            for tick, label in zip(ticks, labels, strict=True):
+                decimals = len(label.partition(".")[2])
+                assert "e" not in label and abs(float(label) - tick) <= 0.5 * 10**-decimals + 1e-12, (tick, label)
+
+
+def test_a_narrow_quality_range_gets_distinct_tick_labels() -> None:
+    svg = scatter_svg(normalized(narrow_quality_report()), "1")
+    quality_labels = re.findall(r'text-anchor="end"[^>]*>([^<]*)</text>', svg)  # the y axis, right-aligned
+    assert len(quality_labels) >= 3 and len(set(quality_labels)) == len(quality_labels), quality_labels
+
+
+def _shape(element: ET.Element) -> tuple:
+    """An SVG element as drawn: tag, attributes and children (not the text around it)."""
+    return element.tag, tuple(sorted(element.attrib.items())), tuple(_shape(child) for child in element)
+
+
+def _marks(svg: str) -> tuple[dict[str, list[tuple]], dict[str, list[tuple]], ET.Element]:
+    """The named marks of a figure, drawn in the plot and in its legend: name -> [their shapes]."""
+    root = ET.fromstring(svg)
+    legend = root.find("g[@class='legend']")
+    in_legend = {id(g) for g in legend.iter("g")} if legend is not None else set()
+    plotted: dict[str, list[tuple]] = {}
+    keyed: dict[str, list[tuple]] = {}
+    for g in root.iter("g"):
+        if "data-name" in g.attrib:
+            target = keyed if id(g) in in_legend else plotted
+            target.setdefault(g.attrib["data-name"], []).append(tuple(_shape(child) for child in g))
+    return plotted, keyed, root
+
+
+def test_the_legend_shows_the_marks_it_names() -> None:
+    report = normalized(realistic_report())
+    plotted, keyed, root = _marks(scatter_svg(report, "1"))
+    ids = ["baseline", "cand_int8", "cand_slow", "cand_<script>alert(1)</script>"]
+    assert set(keyed) == {*ids, "Pareto front", "best", "flagged"}
+    assert set(plotted) <= set(keyed), "a kind of mark in the plot has no legend entry"
+    for model in ids:  # baseline and each candidate: the very mark of its point
+        assert plotted[model] == keyed[model], model
+    assert plotted["best"] == keyed["best"]  # the best candidate's star
+    [cross] = keyed["flagged"][0]  # flagged: the cross that flagged points (and only they) carry
+    for model, flagged in (("baseline", False), ("cand_int8", False), ("cand_slow", True), ("cand_<script>alert(1)</script>", True)):
+        assert (cross in plotted[model][0]) == flagged, model
+    # the Pareto front: its dashed line and the ring around the points on it
+    [(line, ring)] = keyed["Pareto front"]
+    assert all(mark == (ring,) for mark in plotted["Pareto front"]) and len(plotted["Pareto front"]) == 3
+    front = [p for p in root.iter("path") if p.get("stroke-dasharray")]
+    assert [{k: v for k, v in p.attrib.items() if k != "d"} for p in front[:1]] == [{k: v for k, v in line[1] if k != "d"}]
+
+    # the distribution's key: the p99 diamond and the wedge at the edge, shaped as in the lanes
+    slow = realistic_report()
+    slow["baseline"]["latency_ms"]["1"]["p99"] *= 100
+    plotted, _, root = _marks(distribution_svg(normalized(slow), "1"))
+    for name in ("p99", "beyond the axis"):
+        shapes = {tuple((tag, tuple((k, v) for k, v in attrs if k != "fill"), kids) for tag, attrs, kids in mark) for mark in plotted[name]}
+        assert len(plotted[name]) >= 2 and len(shapes) == 1, name  # the key's grey one and the lanes' coloured ones
+
+
+def _lane_boxes(svg: str) -> list[float]:
+    """Widths of the interquartile boxes inside the plot area (the key above it excluded)."""
+    plot_top = float(re.search(rf'<rect x="[^"]*" y="([^"]*)"[^>]*fill="{palette.DISTRIBUTION_TINT}"', svg).group(1))
+    boxes = re.findall(r'<rect x="[^"]*" y="([^"]*)" width="([^"]*)" height="12" fill="[^"]*" fill-opacity="0.8"', svg)
+    return [float(w) for y, w in boxes if float(y) > plot_top]
+
+
+def test_a_slow_tail_does_not_squeeze_the_latency_boxes() -> None:
+    """One model with p99 at 100x its median: the axis stays where the boxes are, the tail is a
+    mark at the edge with its value in numbers."""
+    steady = _lane_boxes(distribution_svg(normalized(realistic_report()), "1"))
+    report = realistic_report()
+    latency = report["candidates"][0]["metrics"]["latency_ms"]["1"]
+    latency["p99"] = latency["quantiles"]["p99"] = latency["p50"] * 100
+    svg = distribution_svg(normalized(report), "1")
+    boxes = _lane_boxes(svg)
+    assert len(boxes) == 4 and min(boxes) >= 25, boxes  # 12.6 px of 900 when the axis reached the tail
+    assert boxes == pytest.approx(steady, abs=0.2)
+    assert f"p99 {latency['p99']:.0f} ms" in svg
+    # the runs past the axis are counted from the histogram, exactly: bins wholly beyond it
+    note = re.search(r"(\d+) runs ≥ ([\d.]+) ms", svg)
+    hist = report["baseline"]["latency_ms"]["1"]["histogram"]
+    edge = next(e for e in hist["edges"] if f"{e:.1f}" == note.group(2))
+    assert int(note.group(1)) == sum(c for e, c in zip(hist["edges"], hist["counts"], strict=False) if e >= edge)
+    # a loaded CPU: one model's p95 at 10x its median; its whisker stops at the edge, in numbers
+    latency["quantiles"]["p95"] = latency["p50"] * 10
+    svg = distribution_svg(normalized(report), "1")
+    assert _lane_boxes(svg) == pytest.approx(steady, abs=0.2)
+    assert f"p95 {latency['p50'] * 10:.0f} · p99 {latency['p99']:.0f} ms" in svg
+    whisker_ends = [float(x) for x in re.findall(r'<line x1="[^"]*" y1="[^"]*" x2="([^"]*)"[^>]*stroke-width="1.5"', svg)]
+    assert len(whisker_ends) == 5 and max(whisker_ends) <= distribution.WIDTH - distribution.RIGHT  # 4 lanes, the key
+
+
+def test_the_page_names_its_model_and_dataset_escaped() -> None:
+    model = SimpleNamespace(id="mdl_01", name="bert <base> & co", format="onnx")
+    dataset = SimpleNamespace(id="dst_02", name="reviews \"dev\"", format="jsonl")
+    page = render_report_html(realistic_report(), title="r", model=model, dataset=dataset)
+    assert "bert &lt;base&gt; &amp; co" in page and "<base>" not in page
+    assert "mdl_01" in page and "onnx" in page
+    assert "reviews &quot;dev&quot;" in page and "dst_02" in page
+    assert "dst_02" not in render_report_html(realistic_report(), title="r", model=model)
+
+
+def test_the_report_route_names_the_jobs_model_and_dataset(db_env: dict[str, str]) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from core.db import session_scope
+    from core.models import Artifact, Job, StoredDataset, StoredModel
+    from core.storage import get_storage
+    from core.tenants import service as tenants
+
+    body = json.dumps(realistic_report()).encode()
+    spool = Path(db_env["SHRINK_DATA_DIR"]) / "report.json"
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    spool.write_bytes(body)
+    get_storage().put_file("reports/job_r.json", spool, sha256=hashlib.sha256(body).hexdigest())
+    upload = {"size_bytes": 1, "sha256": "0" * 64, "storage_key": "k", "info": {}}
+    with session_scope() as s:
+        tenant = tenants.create_tenant(s, "acme")
+        _, key = tenants.create_api_key(s, tenant.id)
+        s.add(StoredModel(id="mdl_r", tenant_id=tenant.id, name="resnet <50>", format="onnx", **upload))
+        s.add(StoredDataset(id="dst_r", tenant_id=tenant.id, name="imagenet-val", format="imagefolder", **upload))
+        s.flush()
+        s.add(Job(id="job_r", tenant_id=tenant.id, model_id="mdl_r", dataset_id="dst_r", state="succeeded"))
+        s.flush()
+        s.add(Artifact(id="art_r", tenant_id=tenant.id, job_id="job_r", kind="report", format="json", filename="report.json",
+                       size_bytes=len(body), sha256=hashlib.sha256(body).hexdigest(), storage_key="reports/job_r.json"))
+    client = TestClient(create_app())
+    page = client.get("/v1/jobs/job_r/report?format=html", headers={"Authorization": f"Bearer {key}"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "resnet &lt;50&gt;" in page.text and "mdl_r" in page.text and "imagenet-val" in page.text and "dst_r" in page.text
 
 
 # --- the page in a real browser --------------------------------------------------------------
@@ -287,9 +451,9 @@ def test_page_renders_its_plots_in_headless_chromium(tmp_path: Path) -> None:
     pixels = np.asarray(Image.open(png).convert("RGB")).astype(np.int16)
     assert pixels.shape[1] == 1280
 
-    scatter = plot_regions(pixels, report_html.SCATTER_TINT)
-    distributions = plot_regions(pixels, report_html.DISTRIBUTION_TINT)
-    sensitivity = plot_regions(pixels, report_html.SENSITIVITY_TINT)
+    scatter = plot_regions(pixels, palette.SCATTER_TINT)
+    distributions = plot_regions(pixels, palette.DISTRIBUTION_TINT)
+    sensitivity = plot_regions(pixels, palette.SENSITIVITY_TINT)
     assert len(scatter) == 1, scatter
     assert len(distributions) == 2, distributions  # batch sizes 1 and 8
     assert len(sensitivity) == 1, sensitivity
@@ -301,16 +465,16 @@ def test_page_renders_its_plots_in_headless_chromium(tmp_path: Path) -> None:
         assert ink.sum() > 400, "a plot area shows no data marks"
     top, bottom, left, right = scatter[0]
     region = pixels[top : bottom + 1, left : right + 1]
-    assert near(region, report_html.PARETO_COLOR) > 60, "no Pareto front drawn"
-    for color in report_html.CANDIDATE_COLORS[:3]:
+    assert near(region, palette.PARETO_COLOR) > 60, "no Pareto front drawn"
+    for color in palette.CANDIDATE_COLORS[:3]:
         assert near(region, color, 30) > 30, f"no marker of colour {color}"
     for top, bottom, left, right in distributions:
         region = pixels[top : bottom + 1, left : right + 1]
-        assert sum(near(region, c, 30) > 50 for c in report_html.CANDIDATE_COLORS[:3]) == 3, "a model's distribution is missing"
+        assert sum(near(region, c, 30) > 50 for c in palette.CANDIDATE_COLORS[:3]) == 3, "a model's distribution is missing"
     top, bottom, left, right = sensitivity[0]
     region = pixels[top : bottom + 1, left : right + 1]
-    assert near(region, report_html.QUANTIZED_COLOR, 20) > 500
-    assert near(region, report_html.KEPT_FLOAT_COLOR, 20) > 100
+    assert near(region, palette.QUANTIZED_COLOR, 20) > 500
+    assert near(region, palette.KEPT_FLOAT_COLOR, 20) > 100
     # the table marks the flagged rows in red: some of the page's pixels are that background
     assert near(pixels, "#fef2f2", 2) > 2000
 
