@@ -7,10 +7,10 @@ the README's Quantization section has the table):
 - keeping the six most sensitive FFN MatMuls in float reaches 0.996 but gives up most of the speed;
 - what this pass does: onnxruntime's pre-processing, then the few outlier channels of each
   MatMul's activation (found on calibration inputs) are split off into a thin float MatMul
-  (``_outlier_split``), then dynamic int8 per-channel of everything else: cosine 0.997 (min
+  (``outlier_split``), then dynamic int8 per-channel of everything else: cosine 0.997 (min
   0.992) with every weight MatMul in int8. Before quantizing, BERT attention is fused
-  (``_attention_fusion``) and residual sums are kept out of onnxruntime's slow
-  SkipLayerNormalization kernel (``_residual_sum``): 1.61x fp32's speed at batch 1, 1.52x at
+  (``attention_fusion``) and residual sums are kept out of onnxruntime's slow
+  SkipLayerNormalization kernel (``residual_sum``): 1.61x fp32's speed at batch 1, 1.52x at
   batch 8 on a 2-core AVX2 CPU.
 
 On an x86 CPU without a VNNI/AMX int8 dot product (AVX2 only), the weights are quantized to 7
@@ -33,8 +33,8 @@ from pydantic import Field
 from engine import hardware
 from engine.context import PassContext
 from engine.model import ModelFile
-from engine.passes import _attention_fusion, _onnx_quant, _outlier_split
 from engine.passes.quantize_mixed import mixed_precision, sensitivity_section
+from engine.quantization import attention_fusion, onnx_quant, outlier_split
 from engine.registry import Pass, PassConfig
 
 
@@ -65,7 +65,7 @@ class AutoQuantizeConfig(PassConfig):
             "when the fused graph computes the same outputs"
         ),
     )
-    reduce_range: _onnx_quant.ReduceRange = _onnx_quant.reduce_range_field()
+    reduce_range: onnx_quant.ReduceRange = onnx_quant.reduce_range_field()
 
 
 class AutoQuantize(Pass[AutoQuantizeConfig]):
@@ -79,23 +79,23 @@ class AutoQuantize(Pass[AutoQuantizeConfig]):
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         cfg = self.config
-        reduce_range = _onnx_quant.resolve_reduce_range(cfg.reduce_range, ctx)
+        reduce_range = onnx_quant.resolve_reduce_range(cfg.reduce_range, ctx)
         ctx.progress(0.0, "pre-processing")
-        model = _onnx_quant.as_onnx(model, ctx)
-        feeds = _onnx_quant.evaluation_feeds(model.path, ctx, rows=cfg.calibration_rows, sequence_length=cfg.sequence_length)
-        fusion = _attention_fusion.fuse_attention(model.path, ctx.work_dir / "fused.onnx", feeds) if cfg.fuse_attention else None
+        model = onnx_quant.as_onnx(model, ctx)
+        feeds = onnx_quant.evaluation_feeds(model.path, ctx, rows=cfg.calibration_rows, sequence_length=cfg.sequence_length)
+        fusion = attention_fusion.fuse_attention(model.path, ctx.work_dir / "fused.onnx", feeds) if cfg.fuse_attention else None
         # Residual sums once, after the split: each outlier correction then joins its Sum.
-        src = _onnx_quant.preprocess(fusion.path if fusion else model.path, ctx.work_dir / "preprocessed.onnx", residual_sums=False)
+        src = onnx_quant.preprocess(fusion.path if fusion else model.path, ctx.work_dir / "preprocessed.onnx", residual_sums=False)
         float_nodes: list[str] = []
         counts: dict[str, int] = {}
         if cfg.max_outlier_channels > 0:
             ctx.progress(0.05, "finding outlier activation channels")
-            split, float_nodes, counts = _outlier_split.split_outliers(
+            split, float_nodes, counts = outlier_split.split_outliers(
                 src, ctx.work_dir / "split.onnx", feeds, ratio=cfg.outlier_ratio, max_channels=cfg.max_outlier_channels
             )
         else:
             split = src
-        sums = _onnx_quant.sum_residuals(split) if split != model.path else 0
+        sums = onnx_quant.sum_residuals(split) if split != model.path else 0
         result = mixed_precision(
             split,
             ctx.work_dir / "model.onnx",

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from engine.context import PassContext
 from engine.model import ModelFile
-from engine.passes import _onnx_quant
+from engine.quantization import onnx_quant
 from engine.registry import Pass, PassConfig
 
 
@@ -24,7 +24,7 @@ class DynamicQuantizeConfig(PassConfig):
         True, description="one scale per output channel: MiniLM-L6 cosine 0.992 vs 0.962 per-tensor"
     )
     symmetric: bool = Field(True, description="symmetric weight ranges (zero point 0), what the int8 kernels expect")
-    reduce_range: _onnx_quant.ReduceRange = _onnx_quant.reduce_range_field()
+    reduce_range: onnx_quant.ReduceRange = onnx_quant.reduce_range_field()
     preprocess: bool = Field(
         True, description="run onnxruntime's quant_pre_process (folding, shape inference) before quantizing"
     )
@@ -43,14 +43,14 @@ class DynamicQuantize(Pass[DynamicQuantizeConfig]):
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         cfg = self.config
-        src = _onnx_quant.preprocess(model.path, ctx.work_dir / "preprocessed.onnx") if cfg.preprocess else model.path
-        dest = _onnx_quant.dynamic_int8(
+        src = onnx_quant.preprocess(model.path, ctx.work_dir / "preprocessed.onnx") if cfg.preprocess else model.path
+        dest = onnx_quant.dynamic_int8(
             src,
             ctx.work_dir / "model.onnx",
             weight=cfg.weight,
             per_channel=cfg.per_channel,
             symmetric_weights=cfg.symmetric,
-            reduce_range=_onnx_quant.resolve_reduce_range(cfg.reduce_range, ctx),
+            reduce_range=onnx_quant.resolve_reduce_range(cfg.reduce_range, ctx),
             op_types=list(cfg.op_types) if cfg.op_types else None,
             nodes_to_exclude=cfg.nodes_to_exclude,
         )

@@ -17,7 +17,7 @@ from engine.context import PassContext
 from engine.errors import PassNotApplicable
 from engine.formats import onnx_model
 from engine.model import ModelFile
-from engine.passes import _onnx_quant
+from engine.quantization import onnx_quant
 from engine.registry import Pass, PassConfig
 
 
@@ -43,9 +43,9 @@ class Int4WeightOnly(Pass[Int4Config]):
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-        _onnx_quant.quiet_quantization_logging()
+        onnx_quant.quiet_quantization_logging()
         cfg = self.config
-        src = _onnx_quant.preprocess(model.path, ctx.work_dir / "preprocessed.onnx")
+        src = onnx_quant.preprocess(model.path, ctx.work_dir / "preprocessed.onnx")
         quantizer = MatMulNBitsQuantizer(
             onnx_model.load_proto(src),
             bits=cfg.bits,
@@ -55,7 +55,7 @@ class Int4WeightOnly(Pass[Int4Config]):
             nodes_to_exclude=cfg.nodes_to_exclude,
         )
         quantizer.process()
-        _onnx_quant.quiet_quantization_logging()
+        onnx_quant.quiet_quantization_logging()
         if not any(n.op_type == "MatMulNBits" for n in quantizer.model.model.graph.node):
             raise PassNotApplicable(
                 "quantize.int4 found no MatMul with a constant weight (K a multiple of 16) to quantize; "

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from engine.context import PassContext
 from engine.model import ModelFile
-from engine.passes import _onnx_quant, _sensitivity
+from engine.quantization import onnx_quant, sensitivity
 from engine.registry import Pass, PassConfig
 
 
@@ -37,7 +37,7 @@ class MixedPrecisionConfig(PassConfig):
         0.5, ge=0.0, le=1.0, description="never keep more than this fraction of the layers in float"
     )
     per_channel: bool = Field(True, description="one weight scale per output channel")
-    reduce_range: _onnx_quant.ReduceRange = _onnx_quant.reduce_range_field()
+    reduce_range: onnx_quant.ReduceRange = onnx_quant.reduce_range_field()
     preprocess: bool = Field(True, description="run onnxruntime's quant_pre_process before quantizing")
 
 
@@ -46,7 +46,7 @@ class MixedResult:
     path: Path
     kept_float: list[str]
     fidelity: dict[str, Any]
-    sensitivities: list[_sensitivity.LayerSensitivity]
+    sensitivities: list[sensitivity.LayerSensitivity]
     met_target: bool
 
 
@@ -72,26 +72,26 @@ def mixed_precision(
     always_float: list[str] | None = None,
 ) -> MixedResult:
     """Dynamic int8 of ``src`` into ``dest`` with the fewest float layers that meet the target."""
-    feeds = _onnx_quant.evaluation_feeds(src, ctx, rows=rows, sequence_length=sequence_length)
-    reference = _onnx_quant.run_outputs(src, feeds)
+    feeds = onnx_quant.evaluation_feeds(src, ctx, rows=rows, sequence_length=sequence_length)
+    reference = onnx_quant.run_outputs(src, feeds)
 
     fixed = list(always_float or [])
 
     def quantize(excluded: list[str]) -> dict[str, Any]:
-        _onnx_quant.dynamic_int8(
+        onnx_quant.dynamic_int8(
             src, dest, per_channel=per_channel, reduce_range=reduce_range, op_types=op_types,
             nodes_to_exclude=fixed + excluded,
         )
-        return _onnx_quant.fidelity(reference, _onnx_quant.run_outputs(dest, feeds), feeds)
+        return onnx_quant.fidelity(reference, onnx_quant.run_outputs(dest, feeds), feeds)
 
     ctx.progress(0.05, "quantizing the whole model")
     result = quantize([])
-    layers = [name for name in _onnx_quant.weight_matmuls(src) if name not in fixed]
+    layers = [name for name in onnx_quant.weight_matmuls(src) if name not in fixed]
     if _meets(result, target, target_min) or not layers:
         return MixedResult(dest, [], result, [], _meets(result, target, target_min))
 
     ctx.progress(0.1, f"measuring the sensitivity of {len(layers)} layers")
-    sens = _sensitivity.layer_sensitivities(
+    sens = sensitivity.layer_sensitivities(
         src,
         layers,
         feeds,
@@ -135,7 +135,7 @@ class MixedPrecisionQuantize(Pass[MixedPrecisionConfig]):
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         cfg = self.config
-        src = _onnx_quant.preprocess(model.path, ctx.work_dir / "preprocessed.onnx") if cfg.preprocess else model.path
+        src = onnx_quant.preprocess(model.path, ctx.work_dir / "preprocessed.onnx") if cfg.preprocess else model.path
         result = mixed_precision(
             src,
             ctx.work_dir / "model.onnx",
@@ -146,7 +146,7 @@ class MixedPrecisionQuantize(Pass[MixedPrecisionConfig]):
             sequence_length=cfg.sequence_length,
             max_float_fraction=cfg.max_float_fraction,
             per_channel=cfg.per_channel,
-            reduce_range=_onnx_quant.resolve_reduce_range(cfg.reduce_range, ctx),
+            reduce_range=onnx_quant.resolve_reduce_range(cfg.reduce_range, ctx),
         )
         ctx.add_report_section("sensitivity", sensitivity_section(result, cfg.target_cosine))
         ctx.resolved.update(

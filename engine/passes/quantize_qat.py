@@ -28,7 +28,7 @@ from pydantic import Field
 
 from engine.context import PassContext
 from engine.model import ModelFile
-from engine.passes import _onnx_quant
+from engine.quantization import onnx_quant
 from engine.registry import Pass
 from engine.training import TrainConfig
 
@@ -83,8 +83,8 @@ class QuantizationAwareTraining(Pass[QatConfig]):
             torch_bridge.export_hf_onnx(tm.module, trained.path, onnx_path)
             trained = trained.with_path(onnx_path, "onnx")
         ctx.check_cancel()
-        src = _onnx_quant.preprocess(trained.path, ctx.work_dir / "preprocessed.onnx")
-        dest = _onnx_quant.dynamic_int8(src, ctx.work_dir / "model.onnx", per_channel=True, symmetric_weights=True)
+        src = onnx_quant.preprocess(trained.path, ctx.work_dir / "preprocessed.onnx")
+        dest = onnx_quant.dynamic_int8(src, ctx.work_dir / "model.onnx", per_channel=True, symmetric_weights=True)
         src.unlink(missing_ok=True)
         ctx.resolved.update(fake_quantized_linears=fake_quantized, delivered_as="onnx dynamic int8 per-channel")
         return trained.with_path(dest, "onnx")

@@ -15,7 +15,7 @@ from engine.context import PassContext
 from engine.errors import DatasetMismatch
 from engine.formats import onnx_model
 from engine.model import ModelFile
-from engine.passes import _onnx_quant
+from engine.quantization import onnx_quant
 from engine.registry import Pass, PassConfig
 
 
@@ -34,7 +34,7 @@ class StaticQuantizeConfig(PassConfig):
         "uint8", description="activation type; uint8 (asymmetric) suits post-ReLU/GELU activations"
     )
     weight: Literal["int8", "uint8"] = Field("int8", description="weight type")
-    reduce_range: _onnx_quant.ReduceRange = _onnx_quant.reduce_range_field()
+    reduce_range: onnx_quant.ReduceRange = onnx_quant.reduce_range_field()
     preprocess: bool = Field(True, description="run onnxruntime's quant_pre_process before quantizing")
     op_types: list[
         Literal["MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "Relu", "Clip", "MaxPool", "AveragePool", "Add", "Mul",
@@ -75,8 +75,8 @@ class StaticQuantize(Pass[StaticQuantizeConfig]):
                 f"calibration needs one dataset array per model input; missing {missing}",
                 detail={"missing": missing, "model_inputs": [s["name"] for s in inputs]},
             )
-        src = _onnx_quant.preprocess(model.path, ctx.work_dir / "preprocessed.onnx") if cfg.preprocess else model.path
-        reader = _onnx_quant.DatasetCalibrationReader(dataset, inputs, samples=cfg.calibration_samples)
+        src = onnx_quant.preprocess(model.path, ctx.work_dir / "preprocessed.onnx") if cfg.preprocess else model.path
+        reader = onnx_quant.DatasetCalibrationReader(dataset, inputs, samples=cfg.calibration_samples)
         method = {
             "minmax": CalibrationMethod.MinMax,
             "entropy": CalibrationMethod.Entropy,
@@ -91,14 +91,14 @@ class StaticQuantize(Pass[StaticQuantizeConfig]):
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(cfg.op_types),
             per_channel=cfg.per_channel,
-            reduce_range=_onnx_quant.resolve_reduce_range(cfg.reduce_range, ctx),
+            reduce_range=onnx_quant.resolve_reduce_range(cfg.reduce_range, ctx),
             activation_type=QuantType.QUInt8 if cfg.activation == "uint8" else QuantType.QInt8,
             weight_type=QuantType.QInt8 if cfg.weight == "int8" else QuantType.QUInt8,
             nodes_to_exclude=cfg.nodes_to_exclude or None,
             calibrate_method=method,
             extra_options={"CalibPercentile": cfg.percentile} if cfg.calibration_method == "percentile" else {},
         )
-        _onnx_quant.quiet_quantization_logging()
+        onnx_quant.quiet_quantization_logging()
         ctx.resolved["calibration_rows"] = reader.rows
         if src != model.path:
             src.unlink(missing_ok=True)

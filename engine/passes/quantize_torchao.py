@@ -29,7 +29,7 @@ from engine.context import PassContext
 from engine.errors import PassNotApplicable
 from engine.formats import onnx_model
 from engine.model import ModelFile
-from engine.passes import _onnx_quant
+from engine.quantization import onnx_quant
 from engine.registry import Pass, PassConfig
 
 
@@ -92,7 +92,7 @@ class TorchaoQuantize(Pass[TorchaoConfig]):
         from onnx import helper, numpy_helper
 
         cfg = self.config
-        source = _onnx_quant.as_onnx(model, ctx)
+        source = onnx_quant.as_onnx(model, ctx)
         proto = onnx_model.load_proto(source.path)
         graph = proto.graph
         initializers = {t.name: t for t in graph.initializer}

@@ -121,9 +121,9 @@ def _write_head_counts(proto) -> None:
 
 
 def _same_function(src: Path, dest: Path, feeds: list[dict[str, np.ndarray]]) -> bool:
-    from engine.passes import _onnx_quant
+    from engine.quantization import onnx_quant
 
-    for ref_outputs, got_outputs in zip(_onnx_quant.run_outputs(src, feeds), _onnx_quant.run_outputs(dest, feeds), strict=True):
+    for ref_outputs, got_outputs in zip(onnx_quant.run_outputs(src, feeds), onnx_quant.run_outputs(dest, feeds), strict=True):
         for ref, got in zip(ref_outputs, got_outputs, strict=True):
             if ref.shape != got.shape:
                 return False

@@ -1,9 +1,8 @@
 """Building blocks the ONNX quantization passes share: pre-processing, dynamic int8, the inputs a
 pass measures fidelity on, and a calibration reader over the job's dataset.
 
-Kept apart from the pass modules (the leading underscore keeps the registry from importing it as a
-pass) so that ``quantize.dynamic``, ``quantize.mixed`` and ``quantize.auto`` run exactly the same
-quantizer call.
+One module, so that ``quantize.dynamic``, ``quantize.mixed`` and ``quantize.auto`` run exactly the
+same quantizer call.
 """
 
 from __future__ import annotations
@@ -66,12 +65,12 @@ def preprocess(src: Path, dest: Path, *, residual_sums: bool = True) -> Path:
 
 def sum_residuals(path: Path) -> int:
     """Rewrite ``path`` (a file the pass made, never its input) in place with its residual sums as
-    ``Sum`` nodes (``_residual_sum``: keeps onnxruntime from running them as its slow
+    ``Sum`` nodes (``residual_sum``: keeps onnxruntime from running them as its slow
     SkipLayerNormalization); how many normalizations read a ``Sum`` now."""
-    from engine.passes import _residual_sum
+    from engine.quantization import residual_sum
 
     proto = onnx_model.load_proto(path)
-    count = _residual_sum.rewrite(proto)
+    count = residual_sum.rewrite(proto)
     if count:
         onnx_model.save_proto(proto, path)
     return count

@@ -1,0 +1,1 @@
+"""Quantization mechanics shared by the ``quantize.*`` passes (engine/passes/quantize_*.py)."""
