@@ -6,7 +6,7 @@ For fp32 (Shrink's eager-attention export; transformers' SDPA export beside it) 
 method: file size, latency at batch 1 and 8 (median of interleaved rounds,
 timed by the job benchmark's ``measure_interleaved`` on the same batches), speedup over fp32,
 and the mean/min cosine of the mean-pooled sentence embeddings to fp32's on real English
-sentences (``tests.materials.sentences``), sequence length 64.
+sentences (``bench.materials.sentences``), sequence length 64.
 
 Each method runs as the engine runs it (``build_step`` + ``PassContext``). ``static`` and
 ``mixed`` get the sentences as their dataset (an .npz-like Dataset of token arrays): static

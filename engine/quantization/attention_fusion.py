@@ -3,8 +3,8 @@
 An encoder exported from PyTorch spells each attention as some twenty small ops (reshapes,
 transposes, two batched MatMuls, softmax, mask arithmetic). onnxruntime's transformer optimizer
 (``onnxruntime.transformers.optimizer``) rewrites them into its ``Attention`` kernel, and the
-dynamic quantizer turns that into ``QAttention`` (the Q/K/V projections as one int8 GEMM). The
-README's Quantization section has the measured effect on MiniLM-L6.
+dynamic quantizer turns that into ``QAttention`` (the Q/K/V projections as one int8 GEMM).
+docs/methods/quantize.md and docs/benchmarks.md have the measured effect on MiniLM-L6.
 
 Three things are done beyond calling the optimizer:
 

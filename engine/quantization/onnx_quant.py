@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
 from engine import hardware
 from engine.context import PassContext
 from engine.data import Dataset, onnx_feeds
 from engine.formats import onnx_model
 from engine.model import ModelFile
+from engine.quantization.options import ReduceRange
 
 
 def quiet_quantization_logging() -> None:
     """onnxruntime.quantization logs every node at INFO, and importing matmul_nbits_quantizer calls
-    ``logging.basicConfig(level=INFO)`` (LIBRARY-NOTES): put the root logger back to WARNING."""
+    ``logging.basicConfig(level=INFO)``: put the root logger back to WARNING."""
     root = logging.getLogger()
     if root.level < logging.WARNING:
         root.setLevel(logging.WARNING)
@@ -42,25 +43,45 @@ def as_onnx(model: ModelFile, ctx: PassContext) -> ModelFile:
     return model.with_path(dest, "onnx")
 
 
-def preprocess(src: Path, dest: Path, *, residual_sums: bool = True) -> Path:
+def run_pre_process(src: Path, dest: Path) -> bool:
     """onnxruntime's ``quant_pre_process`` (constant folding, basic graph optimization, shape
-    inference), which the quantizer needs to see every MatMul's types, then ``sum_residuals``
-    unless the caller does that itself after rewriting the graph further. Symbolic shape
-    inference fails on transformers' exports (LIBRARY-NOTES), so it is skipped; if pre-processing
-    fails for another graph, quantize the original rather than failing the job."""
+    inference) of ``src`` into ``dest``, which the quantizer needs to see every MatMul's types;
+    whether ``dest`` was written. Symbolic shape inference fails on transformers' exports, so it is
+    skipped.
+
+    It is given a file: ``quant_pre_process`` also takes a ModelProto, but empties that proto's
+    initializers (onnxruntime 1.32 hands them to its session as external data) and, when its
+    optimizer fails, writes the emptied graph as its result."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
         quant_pre_process(str(src), str(dest), skip_symbolic_shape=True)
     except Exception:
-        return src
+        return False
     finally:
         quiet_quantization_logging()
-    if not dest.is_file():
+    return dest.is_file()
+
+
+def preprocess(src: Path, dest: Path) -> Path:
+    """``run_pre_process`` into ``dest``, then ``sum_residuals``; if pre-processing fails for a
+    graph, ``src`` (quantize the original rather than fail the job)."""
+    if not run_pre_process(src, dest):
         return src
-    if residual_sums:
-        sum_residuals(dest)
+    sum_residuals(dest)
     return dest
+
+
+@contextmanager
+def preprocessed(src: Path, work_dir: Path, *, enabled: bool = True) -> Iterator[Path]:
+    """``preprocess`` of ``src`` into ``work_dir`` for the length of the block, removed after it;
+    ``src`` itself when ``enabled`` is false or pre-processing fails."""
+    path = preprocess(src, work_dir / "preprocessed.onnx") if enabled else src
+    try:
+        yield path
+    finally:
+        if path != src:
+            path.unlink(missing_ok=True)
 
 
 def sum_residuals(path: Path) -> int:
@@ -86,20 +107,6 @@ def weight_matmuls(path: Path) -> list[str]:
         for n in proto.graph.node
         if n.op_type in ("MatMul", "Conv", "Attention") and len(n.input) > 1 and n.input[1] in initializers
     ]
-
-
-ReduceRange = bool | Literal["auto"]
-
-
-def reduce_range_field() -> Any:
-    """The ``reduce_range`` option every int8 ONNX pass offers, decided by the CPU unless set."""
-    return Field(
-        "auto",
-        description=(
-            "7-bit weights, for x86 CPUs without VNNI whose u8s8 int8 kernels saturate (AVX2 only); "
-            "auto: when the worker's CPU is one of them"
-        ),
-    )
 
 
 def resolve_reduce_range(value: ReduceRange, ctx: PassContext) -> bool:
