@@ -1,6 +1,10 @@
-"""The default quantization (``{"op": "quantize"}``): attention fusion (``attention_fusion``),
-onnxruntime's pre-processing, the outlier split (``outlier_split``), the residual-sum rewrite
-(``residual_sum``), then dynamic int8 checked against a fidelity target (``mixed_precision``).
+"""The default quantization (``{"op": "quantize"}``), on one graph held in memory.
+
+The model is loaded once and goes through attention fusion (``attention_fusion``), onnxruntime's
+pre-processing, the outlier split (``outlier_split``) and the residual-sum rewrite
+(``residual_sum``) as an ``onnx.ModelProto``; it is written to a file only where onnxruntime reads
+one (its pre-processing, its quantizer and the sessions that measure fidelity). The evaluation
+inputs are computed once, for the fusion check, the outlier search and the fidelity check.
 docs/methods/quantize.md has what each step is worth.
 """
 
@@ -10,8 +14,9 @@ from dataclasses import dataclass
 
 from engine import hardware
 from engine.context import PassContext
+from engine.formats import onnx_model
 from engine.model import ModelFile
-from engine.quantization import attention_fusion, onnx_quant, outlier_split
+from engine.quantization import attention_fusion, onnx_quant, outlier_split, residual_sum
 from engine.quantization.mixed_precision import mixed_precision, sensitivity_section
 from engine.quantization.options import ReduceRange
 
@@ -35,38 +40,52 @@ def quantize(model: ModelFile, ctx: PassContext, recipe: Recipe) -> ModelFile:
     reduce_range = onnx_quant.resolve_reduce_range(recipe.reduce_range, ctx)
     ctx.progress(0.0, "pre-processing")
     model = onnx_quant.as_onnx(model, ctx)
-    feeds = onnx_quant.evaluation_feeds(model.path, ctx, rows=recipe.calibration_rows, sequence_length=recipe.sequence_length)
-    fusion = attention_fusion.fuse_attention(model.path, ctx.work_dir / "fused.onnx", feeds) if recipe.fuse_attention else None
-    # Residual sums once, after the split: each outlier correction then joins its Sum.
-    src = fusion.path if fusion else model.path
-    if onnx_quant.run_pre_process(src, ctx.work_dir / "preprocessed.onnx"):
-        src = ctx.work_dir / "preprocessed.onnx"
-    float_nodes: list[str] = []
-    counts: dict[str, int] = {}
+    graph = onnx_model.load_proto(model.path)
+    feeds = onnx_quant.evaluation_feeds(graph, ctx, rows=recipe.calibration_rows, sequence_length=recipe.sequence_length)
+    fusion = (
+        attention_fusion.fuse_attention(model.path, ctx.work_dir / "fused.onnx", feeds, proto=graph)
+        if recipe.fuse_attention
+        else None
+    )
+    pre_process_input = model.path
+    fused: dict[str, int] | None = None
+    if fusion:
+        graph, pre_process_input, fused = fusion.model, fusion.path, fusion.fused
+    del fusion  # the graph is held once, in ``graph``
+    preprocessed = ctx.work_dir / "preprocessed.onnx"
+    pre_processed = onnx_quant.run_pre_process(pre_process_input, preprocessed)
+    if pre_processed:
+        graph = onnx_model.load_proto(preprocessed)
+        preprocessed.unlink()
+    if fused:
+        pre_process_input.unlink()
+
+    split = None
     if recipe.max_outlier_channels > 0:
         ctx.progress(0.05, "finding outlier activation channels")
-        split, float_nodes, counts = outlier_split.split_outliers(
-            src, ctx.work_dir / "split.onnx", feeds, ratio=recipe.outlier_ratio, max_channels=recipe.max_outlier_channels
-        )
-    else:
-        split = src
-    sums = onnx_quant.sum_residuals(split) if split != model.path else 0
+        split = outlier_split.split_outliers(graph, feeds, ratio=recipe.outlier_ratio, max_channels=recipe.max_outlier_channels)
+    # Residual sums once, after the split: each outlier correction then joins its Sum. A graph
+    # quantized just as it came (not fused, pre-processed nor split) keeps its own.
+    sums = residual_sum.rewrite(graph) if fused or pre_processed or split is not None else 0
+    prepared = onnx_model.save_proto(graph, ctx.work_dir / "prepared.onnx")
     result = mixed_precision(
-        split,
+        prepared,
         ctx.work_dir / "model.onnx",
         ctx,
+        feeds,
         target=recipe.target_cosine,
         target_min=None,
-        rows=recipe.calibration_rows,
-        sequence_length=recipe.sequence_length,
         max_float_fraction=0.5,
         reduce_range=reduce_range,
-        always_float=float_nodes,
+        always_float=split.float_nodes if split else [],
+        graph=graph,
     )
+    prepared.unlink()
     if result.sensitivities:
         ctx.add_report_section("sensitivity", sensitivity_section(result, recipe.target_cosine))
+    counts = split.counts if split else {}
     ctx.resolved.update(
-        recipe=("attention fusion + " if fusion else "")
+        recipe=("attention fusion + " if fused else "")
         + "preprocess + outlier split + "
         + ("residual sums + " if sums else "")
         + "dynamic int8 per-channel"
@@ -80,8 +99,6 @@ def quantize(model: ModelFile, ctx: PassContext, recipe: Recipe) -> ModelFile:
         measured_cosine_min=result.fidelity["cosine_min"],
         met_target=result.met_target,
     )
-    if fusion:
-        ctx.resolved["fused"] = fusion.fused
-    for path in {src, split, fusion.path if fusion else model.path} - {model.path}:
-        path.unlink(missing_ok=True)
+    if fused:
+        ctx.resolved["fused"] = fused
     return model.with_path(result.path)

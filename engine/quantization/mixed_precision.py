@@ -1,7 +1,7 @@
 """Mixed precision by sensitivity: dynamic int8 everywhere except the layers that hurt most.
 
 1. The whole model is quantized and its output compared with the float model's (cosine) on the
-   job's dataset, or on inputs generated from the signature.
+   given inputs: the job's dataset, or inputs generated from the signature.
 2. While the cosine misses the target, each weight MatMul/Gemm is quantized alone and its effect
    on the output measured (``sensitivity``), and the most sensitive layers are kept in float (the
    count predicted from the per-layer drops, then checked on the real quantized model).
@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from engine.context import PassContext
+from engine.formats import onnx_model
 from engine.quantization import onnx_quant, sensitivity
 
 
@@ -36,19 +39,20 @@ def mixed_precision(
     src: Path,
     dest: Path,
     ctx: PassContext,
+    feeds: list[dict[str, np.ndarray]],
     *,
     target: float,
     target_min: float | None,
-    rows: int,
-    sequence_length: int,
     max_float_fraction: float,
     per_channel: bool = True,
     reduce_range: bool = False,
     op_types: list[str] | None = None,
     always_float: list[str] | None = None,
+    graph: Any = None,
 ) -> MixedResult:
-    """Dynamic int8 of ``src`` into ``dest`` with the fewest float layers that meet the target."""
-    feeds = onnx_quant.evaluation_feeds(src, ctx, rows=rows, sequence_length=sequence_length)
+    """Dynamic int8 of ``src`` into ``dest`` with the fewest float layers that meet the target on
+    ``feeds`` (``onnx_quant.evaluation_feeds``). ``graph``: ``src`` already in memory, when the
+    caller holds it (it is read, not changed)."""
     reference = onnx_quant.run_outputs(src, feeds)
 
     fixed = list(always_float or [])
@@ -62,13 +66,14 @@ def mixed_precision(
 
     ctx.progress(0.05, "quantizing the whole model")
     result = quantize([])
-    layers = [name for name in onnx_quant.weight_matmuls(src) if name not in fixed]
+    names = onnx_quant.weight_matmuls(graph if graph is not None else onnx_model.load_proto(src, with_data=False))
+    layers = [name for name in names if name not in fixed]
     if _meets(result, target, target_min) or not layers:
         return MixedResult(dest, [], result, [], _meets(result, target, target_min))
 
     ctx.progress(0.1, f"measuring the sensitivity of {len(layers)} layers")
     sens = sensitivity.layer_sensitivities(
-        src,
+        graph if graph is not None else onnx_model.load_proto(src),
         layers,
         feeds,
         reference,

@@ -97,10 +97,10 @@ def sum_residuals(path: Path) -> int:
     return count
 
 
-def weight_matmuls(path: Path) -> list[str]:
+def weight_matmuls(proto: Any) -> list[str]:
     """Names of the MatMul/Conv (and fused Attention) nodes with a constant weight: the layers
-    dynamic int8 changes (onnxruntime has no dynamic int8 Gemm)."""
-    proto = onnx_model.load_proto(path, with_data=False)
+    dynamic int8 changes (onnxruntime has no dynamic int8 Gemm). ``proto`` may be loaded without
+    its weights' data."""
     initializers = {t.name for t in proto.graph.initializer}
     return [
         n.name
@@ -151,13 +151,15 @@ def dynamic_int8(
 
 
 def evaluation_feeds(
-    model_path: Path, ctx: PassContext, *, rows: int, batch_size: int = 8, sequence_length: int = 64
+    model: Path | Any, ctx: PassContext, *, rows: int, batch_size: int = 8, sequence_length: int = 64
 ) -> list[dict[str, np.ndarray]]:
     """Inputs to measure fidelity on: rows of the job's dataset when it feeds the model, otherwise
-    inputs generated from the signature. Only ``ctx.dataset`` is read."""
+    inputs generated from the signature. ``model`` is a file or a graph already in memory; only
+    ``ctx.dataset`` is read."""
     from engine.bench.runners import batches
 
-    inputs, _ = onnx_model.signature(onnx_model.load_proto(model_path, with_data=False))
+    proto = onnx_model.load_proto(model, with_data=False) if isinstance(model, Path) else model
+    inputs, _ = onnx_model.signature(proto)
     return batches(
         inputs,
         dataset=ctx.dataset,
