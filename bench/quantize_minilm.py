@@ -6,7 +6,7 @@ For fp32 (Shrink's eager-attention export; transformers' SDPA export beside it) 
 method: file size, latency at batch 1 and 8 (median of interleaved rounds,
 timed by the job benchmark's ``measure_interleaved`` on the same batches), speedup over fp32,
 and the mean/min cosine of the mean-pooled sentence embeddings to fp32's on real English
-sentences (``tests.materials.sentences``), sequence length 64.
+sentences (``bench.materials.sentences``), sequence length 64.
 
 Each method runs as the engine runs it (``build_step`` + ``PassContext``). ``static`` and
 ``mixed`` get the sentences as their dataset (an .npz-like Dataset of token arrays): static
@@ -37,7 +37,7 @@ from engine.bench.runners import OnnxRunner
 from engine.context import PassContext
 from engine.data import Dataset
 from engine.model import ModelFile
-from engine.passes import _residual_sum
+from engine.quantization import residual_sum
 from engine.registry import build_step
 
 METHODS: dict[str, dict] = {
@@ -90,9 +90,9 @@ def main() -> int:
         ctx = PassContext(work_dir=folder / str(len(models)), original=source, dataset=data)
         ctx.work_dir.mkdir(parents=True)
         started = time.perf_counter()
-        # (skipln*): the default as it was before engine/passes/_residual_sum.py, to time what the
+        # (skipln*): the default as it was before engine/quantization/residual_sum.py, to time what the
         # rewrite is worth in the same run.
-        with mock.patch.object(_residual_sum, "rewrite", return_value=0) if "skipln*" in name else contextlib.nullcontext():
+        with mock.patch.object(residual_sum, "rewrite", return_value=0) if "skipln*" in name else contextlib.nullcontext():
             models[name] = build_step(step).run(source, ctx)
         notes[name] = f"{time.perf_counter() - started:.0f}s"
         if "kept_float" in ctx.resolved:

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.residual_sum [--budget 10]
 
-Why ``engine/passes/_residual_sum.py`` exists: the int8 default used to run each residual sum
+Why ``engine/quantization/residual_sum.py`` exists: the int8 default used to run each residual sum
 and normalization as onnxruntime's ``SkipLayerNormalization`` (the transformer optimizer writes
 it, and a session fuses ``Add -> Add -> LayerNormalization`` into it at load time). This times
 ten of them in a row against the same ten as ``Sum`` (input, skip, bias) + ``LayerNormalization``
@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from engine.bench.latency import measure_interleaved
 from engine.bench.runners import OnnxRunner
 from engine.model import ModelFile
-from engine.passes import _residual_sum
+from engine.quantization import residual_sum
 
 DEPTH = 10
 
@@ -60,7 +60,7 @@ def main() -> int:
         fused = _chain(*shape)
         rewritten = onnx.ModelProto()
         rewritten.CopyFrom(fused)
-        assert _residual_sum.rewrite(rewritten) == DEPTH
+        assert residual_sum.rewrite(rewritten) == DEPTH
         onnx.save(fused, folder / "skip.onnx")
         onnx.save(rewritten, folder / "sum.onnx")
         rng = np.random.default_rng(1)

@@ -1,4 +1,5 @@
-"""ONNX dynamic int8 quantization with onnxruntime.quantization.quantize_dynamic.
+"""ONNX dynamic int8 quantization with onnxruntime.quantization.quantize_dynamic
+(``engine.quantization.onnx_quant.dynamic_int8``).
 
 Weights are quantized ahead of time; activations are quantized at run time from their observed
 range, so no calibration data is needed.
@@ -12,11 +13,12 @@ from pydantic import Field
 
 from engine.context import PassContext
 from engine.model import ModelFile
-from engine.passes import _onnx_quant
-from engine.registry import Pass, PassConfig
+from engine.quantization import onnx_quant
+from engine.quantization.options import ExcludedNodesOption, ReduceRangeOption
+from engine.registry import Pass
 
 
-class DynamicQuantizeConfig(PassConfig):
+class DynamicQuantizeConfig(ReduceRangeOption, ExcludedNodesOption):
     weight: Literal["int8", "uint8"] = Field(
         "int8", description="weight type; uint8 (u8u8 kernels) is much slower on x86 CPUs with VNNI"
     )
@@ -24,14 +26,12 @@ class DynamicQuantizeConfig(PassConfig):
         True, description="one scale per output channel: MiniLM-L6 cosine 0.992 vs 0.962 per-tensor"
     )
     symmetric: bool = Field(True, description="symmetric weight ranges (zero point 0), what the int8 kernels expect")
-    reduce_range: _onnx_quant.ReduceRange = _onnx_quant.reduce_range_field()
     preprocess: bool = Field(
         True, description="run onnxruntime's quant_pre_process (folding, shape inference) before quantizing"
     )
     op_types: list[Literal["MatMul", "Attention", "Gather", "LSTM", "Conv", "Transpose", "EmbedLayerNormalization"]] | None = (
         Field(None, description="operator types to quantize (default: all of these; onnxruntime has no dynamic Gemm)")
     )
-    nodes_to_exclude: list[str] = Field(default_factory=list, description="node names kept in float")
 
 
 class DynamicQuantize(Pass[DynamicQuantizeConfig]):
@@ -43,17 +43,15 @@ class DynamicQuantize(Pass[DynamicQuantizeConfig]):
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         cfg = self.config
-        src = _onnx_quant.preprocess(model.path, ctx.work_dir / "preprocessed.onnx") if cfg.preprocess else model.path
-        dest = _onnx_quant.dynamic_int8(
-            src,
-            ctx.work_dir / "model.onnx",
-            weight=cfg.weight,
-            per_channel=cfg.per_channel,
-            symmetric_weights=cfg.symmetric,
-            reduce_range=_onnx_quant.resolve_reduce_range(cfg.reduce_range, ctx),
-            op_types=list(cfg.op_types) if cfg.op_types else None,
-            nodes_to_exclude=cfg.nodes_to_exclude,
-        )
-        if src != model.path:
-            src.unlink(missing_ok=True)
+        with onnx_quant.preprocessed(model.path, ctx.work_dir, enabled=cfg.preprocess) as src:
+            dest = onnx_quant.dynamic_int8(
+                src,
+                ctx.work_dir / "model.onnx",
+                weight=cfg.weight,
+                per_channel=cfg.per_channel,
+                symmetric_weights=cfg.symmetric,
+                reduce_range=onnx_quant.resolve_reduce_range(cfg.reduce_range, ctx),
+                op_types=list(cfg.op_types) if cfg.op_types else None,
+                nodes_to_exclude=cfg.nodes_to_exclude,
+            )
         return model.with_path(dest)

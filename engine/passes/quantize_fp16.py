@@ -2,7 +2,8 @@
 
 Halves the weights; on CPUs without native fp16 arithmetic onnxruntime inserts casts and runs
 most operators in float32, so expect a smaller file rather than a faster one there (the
-benchmark says which). On CUDA it is the usual fast path.
+benchmark says which). On CUDA it is the usual fast path. The mechanics are in
+engine/quantization/fp16.py.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from engine.context import PassContext
-from engine.formats import onnx_model
 from engine.model import ModelFile
+from engine.quantization import fp16
 from engine.registry import Pass, PassConfig
 
 
@@ -31,16 +32,12 @@ class Fp16Convert(Pass[Fp16Config]):
     devices = ("cpu", "cuda")
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
-
         cfg = self.config
-        proto = onnx_model.load_proto(model.path)
-        converted = convert_float_to_float16(
-            proto,
+        dest = fp16.convert(
+            model.path,
+            ctx.work_dir / "model.onnx",
             keep_io_types=cfg.keep_io_types,
-            op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(cfg.op_block_list)),
-            node_block_list=cfg.nodes_to_exclude or None,
+            op_block_list=cfg.op_block_list,
+            nodes_to_exclude=cfg.nodes_to_exclude,
         )
-        dest = ctx.work_dir / "model.onnx"
-        onnx_model.save_proto(converted, dest)
         return model.with_path(dest)

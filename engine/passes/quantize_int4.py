@@ -1,5 +1,5 @@
 """Block-wise 4-bit (or 8-bit) weight-only quantization of MatMul weights: onnxruntime's
-``MatMulNBits`` operator, made by ``MatMulNBitsQuantizer``.
+``MatMulNBits`` operator, made by ``MatMulNBitsQuantizer`` (engine/quantization/int4.py).
 
 Made for MatMul-heavy models (transformers, LLMs) whose weights dominate memory. Only MatMul
 weights change; embeddings (Gather) stay float, so a model whose size is mostly its embedding
@@ -15,9 +15,8 @@ from pydantic import Field
 
 from engine.context import PassContext
 from engine.errors import PassNotApplicable
-from engine.formats import onnx_model
 from engine.model import ModelFile
-from engine.passes import _onnx_quant
+from engine.quantization import int4, onnx_quant
 from engine.registry import Pass, PassConfig
 
 
@@ -41,29 +40,21 @@ class Int4WeightOnly(Pass[Int4Config]):
     devices = ("cpu", "cuda")
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-        _onnx_quant.quiet_quantization_logging()
         cfg = self.config
-        src = _onnx_quant.preprocess(model.path, ctx.work_dir / "preprocessed.onnx")
-        quantizer = MatMulNBitsQuantizer(
-            onnx_model.load_proto(src),
-            bits=cfg.bits,
-            block_size=cfg.block_size,
-            is_symmetric=cfg.symmetric,
-            accuracy_level=cfg.accuracy_level,
-            nodes_to_exclude=cfg.nodes_to_exclude,
-        )
-        quantizer.process()
-        _onnx_quant.quiet_quantization_logging()
-        if not any(n.op_type == "MatMulNBits" for n in quantizer.model.model.graph.node):
+        with onnx_quant.preprocessed(model.path, ctx.work_dir) as src:
+            dest = int4.quantize(
+                src,
+                ctx.work_dir / "model.onnx",
+                bits=cfg.bits,
+                block_size=cfg.block_size,
+                symmetric=cfg.symmetric,
+                accuracy_level=cfg.accuracy_level,
+                nodes_to_exclude=cfg.nodes_to_exclude,
+            )
+        if dest is None:
             raise PassNotApplicable(
                 "quantize.int4 found no MatMul with a constant weight (K a multiple of 16) to quantize; "
                 "use quantize.dynamic or quantize.static for convolutional models",
                 detail={"pass": self.name},
             )
-        dest = ctx.work_dir / "model.onnx"
-        quantizer.model.save_model_to_file(str(dest), use_external_data_format=False)
-        if src != model.path:
-            src.unlink(missing_ok=True)
         return model.with_path(dest)

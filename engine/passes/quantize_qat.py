@@ -15,6 +15,7 @@ then delivery as an onnxruntime int8 model.
 Why not deliver torchao's own int8 tensors: on torchao 0.18 they cannot be saved with
 safetensors (measured: ``save_pretrained`` fails on the tensor subclass) nor exported to ONNX,
 and the service delivers safetensors or ONNX only. The output is therefore always ONNX.
+The mechanics are in engine/quantization/qat.py.
 
 Limits: torchao's QAT covers ``nn.Linear`` (and embeddings), not convolutions; a CNN's convolutions
 are quantized at delivery without having been trained for it.
@@ -28,7 +29,7 @@ from pydantic import Field
 
 from engine.context import PassContext
 from engine.model import ModelFile
-from engine.passes import _onnx_quant
+from engine.quantization import qat
 from engine.registry import Pass
 from engine.training import TrainConfig
 
@@ -54,37 +55,16 @@ class QuantizationAwareTraining(Pass[QatConfig]):
         import os
 
         os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")  # CUDA .so noise on CPU
-        import torch
-        from torchao.quantization import quantize_
-        from torchao.quantization.qat import IntxFakeQuantizeConfig, QATConfig
-
         from engine import training
-        from engine.formats import torch_bridge
         from engine.formats.torch_model import load_torch, save_torch
 
         cfg = self.config
         ctx.require_dataset("quantization-aware training fine-tunes on it")
         tm = load_torch(model).trainable()
-        weight_config = IntxFakeQuantizeConfig(torch.int8, "per_channel", is_symmetric=True)
-        activation_config = (
-            IntxFakeQuantizeConfig(torch.int8, "per_token", is_symmetric=False)
-            if cfg.fake_quantize_activations
-            else None
-        )
-        quantize_(tm.module, QATConfig(activation_config=activation_config, weight_config=weight_config, step="prepare"))
-        fake_quantized = sum(type(m).__name__ == "FakeQuantizedLinear" for m in tm.module.modules())
+        fake_quantized = qat.prepare(tm.module, fake_quantize_activations=cfg.fake_quantize_activations)
         result = training.fit(tm, ctx, cfg, objective=cfg.objective, name="qat")
-        quantize_(tm.module, QATConfig(step="convert"))
+        qat.convert(tm.module)
         ctx.add_report_section("qat", {**result.summary(), "fake_quantized_linears": fake_quantized, "history": result.history})
-
-        trained = save_torch(tm, ctx.subdir("trained"))
-        if trained.format == "hf":
-            onnx_path = ctx.subdir("exported") / "model.onnx"
-            torch_bridge.export_hf_onnx(tm.module, trained.path, onnx_path)
-            trained = trained.with_path(onnx_path, "onnx")
-        ctx.check_cancel()
-        src = _onnx_quant.preprocess(trained.path, ctx.work_dir / "preprocessed.onnx")
-        dest = _onnx_quant.dynamic_int8(src, ctx.work_dir / "model.onnx", per_channel=True, symmetric_weights=True)
-        src.unlink(missing_ok=True)
+        delivered = qat.deliver_int8(save_torch(tm, ctx.subdir("trained")), tm.module, ctx)
         ctx.resolved.update(fake_quantized_linears=fake_quantized, delivered_as="onnx dynamic int8 per-channel")
-        return trained.with_path(dest, "onnx")
+        return delivered

@@ -2,7 +2,8 @@
 
 Activation ranges are fixed ahead of time from calibration rows (onnxruntime's calibrators:
 minmax, entropy, percentile), so no range is computed at run time. Calibration reads only the
-job's dataset (``ctx.dataset``): without one, the pass refuses with ``dataset_required``.
+job's dataset (``ctx.dataset``): without one, the pass refuses with ``dataset_required``. The
+mechanics are in engine/quantization/static.py.
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ from typing import Literal
 from pydantic import Field
 
 from engine.context import PassContext
-from engine.errors import DatasetMismatch
-from engine.formats import onnx_model
 from engine.model import ModelFile
-from engine.passes import _onnx_quant
-from engine.registry import Pass, PassConfig
+from engine.quantization import onnx_quant, static
+from engine.quantization.options import (
+    ExcludedNodesOption,
+    PerChannelOption,
+    PreprocessOption,
+    ReduceRangeOption,
+)
+from engine.registry import Pass
 
 
-class StaticQuantizeConfig(PassConfig):
+class StaticQuantizeConfig(PerChannelOption, ReduceRangeOption, PreprocessOption, ExcludedNodesOption):
     calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
         "minmax", description="how activation ranges are chosen from the calibration rows"
     )
@@ -29,13 +34,10 @@ class StaticQuantizeConfig(PassConfig):
     percentile: float = Field(
         99.999, gt=90.0, le=100.0, description="for calibration_method=percentile: the kept percentile of |x|"
     )
-    per_channel: bool = Field(True, description="one weight scale per output channel")
     activation: Literal["uint8", "int8"] = Field(
         "uint8", description="activation type; uint8 (asymmetric) suits post-ReLU/GELU activations"
     )
     weight: Literal["int8", "uint8"] = Field("int8", description="weight type")
-    reduce_range: _onnx_quant.ReduceRange = _onnx_quant.reduce_range_field()
-    preprocess: bool = Field(True, description="run onnxruntime's quant_pre_process before quantizing")
     op_types: list[
         Literal["MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "Relu", "Clip", "MaxPool", "AveragePool", "Add", "Mul",
                 "Resize", "Reshape", "Transpose", "Flatten", "LayerNormalization", "InstanceNormalization"]
@@ -47,7 +49,6 @@ class StaticQuantizeConfig(PassConfig):
             "to cosine 0.39"
         ),
     )
-    nodes_to_exclude: list[str] = Field(default_factory=list, description="node names kept in float")
 
 
 class StaticQuantize(Pass[StaticQuantizeConfig]):
@@ -59,47 +60,23 @@ class StaticQuantize(Pass[StaticQuantizeConfig]):
     needs_dataset = True
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        from onnxruntime.quantization import (
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
-
         cfg = self.config
         dataset = ctx.require_dataset("static quantization calibrates activation ranges on it")
-        inputs, _ = onnx_model.signature(onnx_model.load_proto(model.path, with_data=False))
-        missing = [spec["name"] for spec in inputs if spec["name"] not in dataset.arrays]
-        if missing:
-            raise DatasetMismatch(
-                f"calibration needs one dataset array per model input; missing {missing}",
-                detail={"missing": missing, "model_inputs": [s["name"] for s in inputs]},
+        reader = static.calibration_reader(model.path, dataset, samples=cfg.calibration_samples)
+        with onnx_quant.preprocessed(model.path, ctx.work_dir, enabled=cfg.preprocess) as src:
+            ctx.progress(0.1, f"calibrating on {reader.rows} rows ({cfg.calibration_method})")
+            dest = static.quantize(
+                src,
+                ctx.work_dir / "model.onnx",
+                reader,
+                calibration_method=cfg.calibration_method,
+                percentile=cfg.percentile,
+                per_channel=cfg.per_channel,
+                activation=cfg.activation,
+                weight=cfg.weight,
+                reduce_range=onnx_quant.resolve_reduce_range(cfg.reduce_range, ctx),
+                op_types=list(cfg.op_types),
+                nodes_to_exclude=cfg.nodes_to_exclude,
             )
-        src = _onnx_quant.preprocess(model.path, ctx.work_dir / "preprocessed.onnx") if cfg.preprocess else model.path
-        reader = _onnx_quant.DatasetCalibrationReader(dataset, inputs, samples=cfg.calibration_samples)
-        method = {
-            "minmax": CalibrationMethod.MinMax,
-            "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile,
-        }[cfg.calibration_method]
-        dest = ctx.work_dir / "model.onnx"
-        ctx.progress(0.1, f"calibrating on {reader.rows} rows ({cfg.calibration_method})")
-        quantize_static(
-            model_input=str(src),
-            model_output=str(dest),
-            calibration_data_reader=reader,  # type: ignore[arg-type]
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(cfg.op_types),
-            per_channel=cfg.per_channel,
-            reduce_range=_onnx_quant.resolve_reduce_range(cfg.reduce_range, ctx),
-            activation_type=QuantType.QUInt8 if cfg.activation == "uint8" else QuantType.QInt8,
-            weight_type=QuantType.QInt8 if cfg.weight == "int8" else QuantType.QUInt8,
-            nodes_to_exclude=cfg.nodes_to_exclude or None,
-            calibrate_method=method,
-            extra_options={"CalibPercentile": cfg.percentile} if cfg.calibration_method == "percentile" else {},
-        )
-        _onnx_quant.quiet_quantization_logging()
         ctx.resolved["calibration_rows"] = reader.rows
-        if src != model.path:
-            src.unlink(missing_ok=True)
         return model.with_path(dest)

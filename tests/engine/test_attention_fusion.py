@@ -1,4 +1,4 @@
-"""onnxruntime's Attention fusion before int8 (engine/passes/_attention_fusion.py), on tiny BERTs
+"""onnxruntime's Attention fusion before int8 (engine/quantization/attention_fusion.py), on tiny BERTs
 built here: it fuses, the fused graph computes the same function for any attention mask, it
 follows per-layer head counts, and a fusion that changed the outputs is refused."""
 
@@ -13,7 +13,7 @@ import pytest
 from engine.context import PassContext
 from engine.formats import modeling_shrink, onnx_model, torch_bridge
 from engine.model import ModelFile
-from engine.passes import _attention_fusion
+from engine.quantization import attention_fusion
 from engine.registry import build_step
 
 HIDDEN, HEADS, LAYERS, SEQ = 64, 4, 2, 12
@@ -76,7 +76,7 @@ def _outputs(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]
 def test_eager_export_fuses_into_attention_and_computes_the_same_for_any_mask(tmp_path: Path) -> None:
     src = _tiny_bert(tmp_path / "bert")
     feeds = _feeds()
-    fusion = _attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", feeds)
+    fusion = attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", feeds)
     assert fusion is not None and fusion.fused["Attention"] == LAYERS
     assert _ops(fusion.path).count("Attention") == LAYERS and "Softmax" not in _ops(fusion.path)
     for ref, got in zip(_outputs(src, feeds), _outputs(fusion.path, feeds), strict=True):
@@ -87,7 +87,7 @@ def test_eager_export_fuses_into_attention_and_computes_the_same_for_any_mask(tm
 def test_head_pruned_layers_fuse_with_their_own_head_counts(tmp_path: Path) -> None:
     src = _tiny_bert(tmp_path / "bert", heads=[3, 1])
     feeds = _feeds()
-    fusion = _attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", feeds)
+    fusion = attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", feeds)
     assert fusion is not None
     attention = [n for n in onnx_model.load_proto(fusion.path, with_data=False).graph.node if n.op_type == "Attention"]
     counts = [next(a.i for a in n.attribute if a.name == "num_heads") for n in attention]
@@ -103,16 +103,16 @@ def test_a_fusion_that_changes_the_outputs_is_refused(tmp_path: Path, monkeypatc
 
     src = _tiny_bert(tmp_path / "bert")
     monkeypatch.setattr(AttentionMaskFormat, "AttentionMask", AttentionMaskFormat.MaskIndexEnd)
-    assert _attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", _feeds()) is None
+    assert attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", _feeds()) is None
     assert not (tmp_path / "fused.onnx").exists()
     # On right padding alone, that fusion is exact, so the check really compares outputs.
-    assert _attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", _feeds()[:1]) is not None
+    assert attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", _feeds()[:1]) is not None
 
 
 def test_an_sdpa_export_is_left_unfused(tmp_path: Path) -> None:
     src = _tiny_bert(tmp_path / "bert", attn="sdpa")
     assert "IsNaN" in _ops(src)  # SDPA's export, not the eager pattern
-    assert _attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", _feeds()) is None
+    assert attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", _feeds()) is None
 
 
 def test_a_cnn_is_left_alone(tmp_path: Path) -> None:
@@ -120,7 +120,7 @@ def test_a_cnn_is_left_alone(tmp_path: Path) -> None:
 
     cnn = materials.digits_cnn_onnx()
     feeds = [{"image": materials.digits()[1][:4]}]
-    assert _attention_fusion.fuse_attention(cnn, tmp_path / "fused.onnx", feeds) is None
+    assert attention_fusion.fuse_attention(cnn, tmp_path / "fused.onnx", feeds) is None
 
 
 def test_the_default_quantizes_the_fused_attention(tmp_path: Path) -> None:
@@ -132,7 +132,7 @@ def test_the_default_quantizes_the_fused_attention(tmp_path: Path) -> None:
     assert ctx.resolved["recipe"].startswith("attention fusion")
     assert _ops(out.path).count("QAttention") == LAYERS
     # The fusion's SkipLayerNormalizations (two per layer) run as Sum + LayerNormalization, also
-    # after a default session has optimized the graph (engine/passes/_residual_sum.py).
+    # after a default session has optimized the graph (engine/quantization/residual_sum.py).
     assert ctx.resolved["residual_sums"] == 2 * LAYERS
     assert "SkipLayerNormalization" not in _ops(out.path) and _ops(out.path).count("LayerNormalization") == 2 * LAYERS
     assert "SkipLayerNormalization" not in _session_ops(out.path, tmp_path / "optimized.onnx")
@@ -146,7 +146,7 @@ def test_generated_token_ids_stay_inside_the_vocabulary(tmp_path: Path) -> None:
     """A job without a dataset feeds generated ids; a 200-token vocabulary must not get id 4402
     (onnxruntime refuses an out-of-range Gather), before and after fusion."""
     src = _tiny_bert(tmp_path / "bert")
-    fusion = _attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", _feeds())
+    fusion = attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", _feeds())
     assert fusion is not None
     for path in (src, fusion.path):
         inputs, _ = onnx_model.signature(onnx_model.load_proto(path, with_data=False))

@@ -74,7 +74,7 @@ def test_static_qdq_calibrated_on_sentences_quantizes_every_weight_matmul(minilm
     # QDQ keeps int8 weights; the 47 MB word-embedding table (a Gather) stays float: about 1.5x.
     assert minilm.path.stat().st_size / out.path.stat().st_size > 1.45
     cos = _cosine(out.path, feeds, reference)
-    # Per-tensor static activation ranges on a transformer: measured 0.93 mean (README), the
+    # Per-tensor static activation ranges on a transformer: measured 0.93 mean (docs/benchmarks.md), the
     # reason the default is not static.
     assert cos.mean() > 0.9, cos.mean()
 

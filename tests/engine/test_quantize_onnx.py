@@ -15,7 +15,7 @@ from engine.data import Dataset
 from engine.errors import DatasetMismatch, DatasetRequired
 from engine.formats import onnx_model
 from engine.model import ModelFile
-from engine.passes import _onnx_quant
+from engine.quantization import onnx_quant
 from engine.registry import build_step, get_pass
 
 
@@ -28,9 +28,9 @@ def _run(step: dict, model: ModelFile, work: Path, dataset: Dataset | None = Non
 
 
 def _fidelity(original: ModelFile, candidate: ModelFile, ctx: PassContext, rows: int = 64) -> dict:
-    feeds = _onnx_quant.evaluation_feeds(original.path, ctx, rows=rows)
-    return _onnx_quant.fidelity(
-        _onnx_quant.run_outputs(original.path, feeds), _onnx_quant.run_outputs(candidate.path, feeds), feeds
+    feeds = onnx_quant.evaluation_feeds(original.path, ctx, rows=rows)
+    return onnx_quant.fidelity(
+        onnx_quant.run_outputs(original.path, feeds), onnx_quant.run_outputs(candidate.path, feeds), feeds
     )
 
 
@@ -143,7 +143,7 @@ def test_calibration_reads_the_dataset_rows_it_is_given(cnn: ModelFile) -> None:
     """The calibration reader yields exactly the first N rows of ctx.dataset, cast to the input type."""
     x = np.arange(10 * 64, dtype=np.float64).reshape(10, 1, 8, 8)
     inputs, _ = onnx_model.signature(onnx_model.load_proto(cnn.path, with_data=False))
-    reader = _onnx_quant.DatasetCalibrationReader(Dataset("npz", arrays={"image": x}), inputs, samples=7, batch_size=3)
+    reader = onnx_quant.DatasetCalibrationReader(Dataset("npz", arrays={"image": x}), inputs, samples=7, batch_size=3)
     seen = []
     while (batch := reader.get_next()) is not None:
         assert batch["image"].dtype == np.float32
@@ -233,13 +233,13 @@ def minilm_quantized(minilm: ModelFile, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="module")
 def minilm_reference(minilm: ModelFile, minilm_quantized) -> tuple[list, list]:
     ctx = minilm_quantized["per_channel"][1]
-    feeds = _onnx_quant.evaluation_feeds(minilm.path, ctx, rows=32)
-    return feeds, _onnx_quant.run_outputs(minilm.path, feeds)
+    feeds = onnx_quant.evaluation_feeds(minilm.path, ctx, rows=32)
+    return feeds, onnx_quant.run_outputs(minilm.path, feeds)
 
 
 def _minilm_fidelity(name: str, minilm_quantized, minilm_reference) -> dict:
     feeds, reference = minilm_reference
-    return _onnx_quant.fidelity(reference, _onnx_quant.run_outputs(minilm_quantized[name][0].path, feeds), feeds)
+    return onnx_quant.fidelity(reference, onnx_quant.run_outputs(minilm_quantized[name][0].path, feeds), feeds)
 
 
 def test_minilm_dynamic_per_channel_is_4x_smaller_and_closer_than_per_tensor(minilm, minilm_quantized, minilm_reference) -> None:

@@ -1,4 +1,4 @@
-"""Residual sums as ``Sum`` + ``LayerNormalization`` (engine/passes/_residual_sum.py): the same
+"""Residual sums as ``Sum`` + ``LayerNormalization`` (engine/quantization/residual_sum.py): the same
 function, and no ``SkipLayerNormalization`` left for onnxruntime to run, neither in the file nor
 after a session's own graph optimizer has seen it."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from engine.passes import _residual_sum
+from engine.quantization import residual_sum
 
 B, S, H = 2, 5, 16
 
@@ -76,7 +76,7 @@ def test_skip_layernormalization_becomes_sum_and_layernormalization(tmp_path: Pa
     model = _skip_layernorm_graph()
     before, ran_before = _run(model, _x(), tmp_path, "before")
     assert "SkipLayerNormalization" in ran_before
-    assert _residual_sum.rewrite(model) == 1
+    assert residual_sum.rewrite(model) == 1
     ops = [n.op_type for n in model.graph.node]
     assert ops == ["MatMul", "Sum", "LayerNormalization"]
     assert len(model.graph.node[1].input) == 3  # input, skip and bias in one pass
@@ -90,7 +90,7 @@ def test_adds_before_a_layernormalization_escape_the_load_time_fusion(tmp_path: 
     before, ran_before = _run(model, _x(), tmp_path, "before")
     # Without the rewrite, a default session runs onnxruntime's SkipLayerNormalization.
     assert "SkipLayerNormalization" in ran_before
-    assert _residual_sum.rewrite(model) == 1
+    assert residual_sum.rewrite(model) == 1
     assert [n.op_type for n in model.graph.node] == ["MatMul", "Sum", "LayerNormalization"]
     assert sorted(model.graph.node[1].input) == ["bias", "h", "x"]
     after, ran_after = _run(model, _x(), tmp_path, "after")
@@ -99,7 +99,7 @@ def test_adds_before_a_layernormalization_escape_the_load_time_fusion(tmp_path: 
     # Rewriting again finds the sum already flat and changes nothing.
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    _residual_sum.rewrite(copy)
+    residual_sum.rewrite(copy)
     assert copy == model
 
 
@@ -107,7 +107,7 @@ def test_an_add_read_elsewhere_is_not_absorbed() -> None:
     """The bias Add's output is also a graph output: it must still be computed on its own."""
     model = _add_add_layernorm_graph()
     model.graph.output.append(helper.make_tensor_value_info("hb", TensorProto.FLOAT, None))
-    assert _residual_sum.rewrite(model) == 1
+    assert residual_sum.rewrite(model) == 1
     ops = [n.op_type for n in model.graph.node]
     assert ops == ["MatMul", "Add", "Sum", "LayerNormalization"]
     assert sorted(model.graph.node[2].input) == ["hb", "x"]
@@ -120,10 +120,10 @@ def test_left_alone_when_the_statistics_are_read_or_the_opset_is_old() -> None:
             "SkipLayerNormalization", ["h", "x", "gamma", "beta"], ["y", "mean"], domain="com.microsoft", epsilon=1e-5
         ),
     ], extra_outputs=("mean",))  # fmt: skip
-    assert _residual_sum.rewrite(stats) == 0
+    assert residual_sum.rewrite(stats) == 0
     assert [n.op_type for n in stats.graph.node] == ["MatMul", "SkipLayerNormalization"]
     old = _skip_layernorm_graph(opset=13)  # no LayerNormalization op before opset 17
-    assert _residual_sum.rewrite(old) == 0
+    assert residual_sum.rewrite(old) == 0
     assert [n.op_type for n in old.graph.node] == ["MatMul", "SkipLayerNormalization"]
 
 
@@ -134,7 +134,7 @@ def test_unnamed_nodes_get_unique_names(tmp_path: Path) -> None:
         helper.make_node("SkipLayerNormalization", ["h", "x", "gamma", "beta"], ["y"], domain="com.microsoft"),
     ])  # fmt: skip
     before, _ = _run(model, _x(), tmp_path, "before")
-    assert _residual_sum.rewrite(model) == 2
+    assert residual_sum.rewrite(model) == 2
     names = [n.name for n in model.graph.node]
     assert len(set(names)) == len(names) == 4
     after, _ = _run(model, _x(), tmp_path, "after")

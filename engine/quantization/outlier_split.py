@@ -16,27 +16,36 @@ inputs (the job's dataset, or inputs generated from the signature).
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from engine.formats import onnx_model
+
+@dataclass
+class Split:
+    float_nodes: list[str]  # the new float MatMuls, to exclude from quantization
+    counts: dict[str, int]  # outlier channels per split activation
 
 
-def activation_ranges(model_path: Path, names: list[str], feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Per-channel (last axis) max |x| of the named float tensors over the given inputs."""
+def activation_ranges(proto: Any, names: list[str], feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-channel (last axis) max |x| of the named float tensors of ``proto`` over the given
+    inputs. The tensors are made graph outputs for the session and taken out again after it."""
     import onnx
     import onnxruntime as ort
 
-    proto = onnx_model.load_proto(model_path)
-    existing = {o.name for o in proto.graph.output}
+    outputs = proto.graph.output
+    kept = len(outputs)
+    existing = {o.name for o in outputs}
     for name in names:
         if name not in existing:
-            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            outputs.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    finally:
+        del outputs[kept:]
     ranges: dict[str, np.ndarray] = {}
     for feed in feeds:
         for name, value in zip(names, session.run(names, feed), strict=True):
@@ -46,19 +55,16 @@ def activation_ranges(model_path: Path, names: list[str], feeds: list[dict[str, 
 
 
 def split_outliers(
-    model_path: Path,
-    dest: Path,
+    proto: Any,
     feeds: list[dict[str, np.ndarray]],
     *,
     ratio: float,
     max_channels: int,
     skip_nodes: set[str] | None = None,
-) -> tuple[Path, list[str], dict[str, int]]:
-    """Rewrite ``model_path`` into ``dest``. Returns the path, the names of the new float MatMuls
-    (to exclude from quantization) and the number of outlier channels per activation."""
+) -> Split | None:
+    """Rewrite ``proto`` in place; None when it has no weight MatMul to split (left as it is)."""
     from onnx import helper, numpy_helper
 
-    proto = onnx_model.load_proto(model_path)
     graph = proto.graph
     initializers = {t.name: t for t in graph.initializer}
     consumers: dict[str, list[Any]] = {}
@@ -71,8 +77,8 @@ def split_outliers(
         ):
             consumers.setdefault(node.input[0], []).append(node)
     if not consumers:
-        return model_path, [], {}
-    ranges = activation_ranges(model_path, list(consumers), feeds)
+        return None
+    ranges = activation_ranges(proto, list(consumers), feeds)
 
     users: dict[str, list[Any]] = {}
     for node in graph.node:
@@ -142,5 +148,4 @@ def split_outliers(
         ordered.extend(tails.get(node.name, []))
     del graph.node[:]
     graph.node.extend(ordered)
-    onnx_model.save_proto(proto, dest)
-    return dest, float_nodes, counts
+    return Split(float_nodes, counts)

@@ -3,8 +3,8 @@
 An encoder exported from PyTorch spells each attention as some twenty small ops (reshapes,
 transposes, two batched MatMuls, softmax, mask arithmetic). onnxruntime's transformer optimizer
 (``onnxruntime.transformers.optimizer``) rewrites them into its ``Attention`` kernel, and the
-dynamic quantizer turns that into ``QAttention`` (the Q/K/V projections as one int8 GEMM). The
-README's Quantization section has the measured effect on MiniLM-L6.
+dynamic quantizer turns that into ``QAttention`` (the Q/K/V projections as one int8 GEMM).
+docs/methods/quantize.md and docs/benchmarks.md have the measured effect on MiniLM-L6.
 
 Three things are done beyond calling the optimizer:
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,24 +42,31 @@ _TOLERANCE = 1e-3
 class Fusion:
     path: Path
     fused: dict[str, int]
+    model: Any  # the fused graph, as saved at ``path``
 
 
-def fuse_attention(src: Path, dest: Path, feeds: list[dict[str, np.ndarray]]) -> Fusion | None:
+def fuse_attention(src: Path, dest: Path, feeds: list[dict[str, np.ndarray]], *, proto: Any = None) -> Fusion | None:
     """``dest`` with Attention (and LayerNorm/Gelu) fused, or None when nothing fused or the fused
-    graph's outputs differ from ``src``'s on ``feeds``."""
+    graph's outputs differ from ``src``'s on ``feeds``. ``proto``: ``src`` already in memory (it is
+    left unchanged)."""
+    import onnx
     from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     from engine.formats import onnx_model
 
-    proto = onnx_model.load_proto(src)
-    if not any(n.op_type == "Softmax" for n in proto.graph.node):
+    if proto is None:
+        graph = onnx_model.load_proto(src)
+    else:  # the head counts are written into, and the optimizer rewrites, the graph it is given
+        graph = onnx.ModelProto()
+        graph.CopyFrom(proto)
+    if not any(n.op_type == "Softmax" for n in graph.graph.node):
         return None
-    _write_head_counts(proto)
+    _write_head_counts(graph)
     options = FusionOptions("bert")
     options.attention_mask_format = AttentionMaskFormat.AttentionMask
     try:
-        optimized = optimize_model(proto, model_type="bert", num_heads=0, hidden_size=0, opt_level=0, optimization_options=options)
+        optimized = optimize_model(graph, model_type="bert", num_heads=0, hidden_size=0, opt_level=0, optimization_options=options)
     except Exception:
         return None
     fused = {op: int(n) for op, n in optimized.get_fused_operator_statistics().items() if n}
@@ -68,7 +76,7 @@ def fuse_attention(src: Path, dest: Path, feeds: list[dict[str, np.ndarray]]) ->
     if not _same_function(src, dest, feeds):
         dest.unlink(missing_ok=True)
         return None
-    return Fusion(dest, fused)
+    return Fusion(dest, fused, optimized.model)
 
 
 def _write_head_counts(proto) -> None:
@@ -121,9 +129,9 @@ def _write_head_counts(proto) -> None:
 
 
 def _same_function(src: Path, dest: Path, feeds: list[dict[str, np.ndarray]]) -> bool:
-    from engine.passes import _onnx_quant
+    from engine.quantization import onnx_quant
 
-    for ref_outputs, got_outputs in zip(_onnx_quant.run_outputs(src, feeds), _onnx_quant.run_outputs(dest, feeds), strict=True):
+    for ref_outputs, got_outputs in zip(onnx_quant.run_outputs(src, feeds), onnx_quant.run_outputs(dest, feeds), strict=True):
         for ref, got in zip(ref_outputs, got_outputs, strict=True):
             if ref.shape != got.shape:
                 return False

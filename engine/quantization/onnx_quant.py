@@ -1,31 +1,31 @@
 """Building blocks the ONNX quantization passes share: pre-processing, dynamic int8, the inputs a
 pass measures fidelity on, and a calibration reader over the job's dataset.
 
-Kept apart from the pass modules (the leading underscore keeps the registry from importing it as a
-pass) so that ``quantize.dynamic``, ``quantize.mixed`` and ``quantize.auto`` run exactly the same
-quantizer call.
+One module, so that ``quantize.dynamic``, ``quantize.mixed`` and ``quantize.auto`` run exactly the
+same quantizer call.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
 from engine import hardware
 from engine.context import PassContext
 from engine.data import Dataset, onnx_feeds
 from engine.formats import onnx_model
 from engine.model import ModelFile
+from engine.quantization.options import ReduceRange
 
 
 def quiet_quantization_logging() -> None:
     """onnxruntime.quantization logs every node at INFO, and importing matmul_nbits_quantizer calls
-    ``logging.basicConfig(level=INFO)`` (LIBRARY-NOTES): put the root logger back to WARNING."""
+    ``logging.basicConfig(level=INFO)``: put the root logger back to WARNING."""
     root = logging.getLogger()
     if root.level < logging.WARNING:
         root.setLevel(logging.WARNING)
@@ -43,64 +43,70 @@ def as_onnx(model: ModelFile, ctx: PassContext) -> ModelFile:
     return model.with_path(dest, "onnx")
 
 
-def preprocess(src: Path, dest: Path, *, residual_sums: bool = True) -> Path:
+def run_pre_process(src: Path, dest: Path) -> bool:
     """onnxruntime's ``quant_pre_process`` (constant folding, basic graph optimization, shape
-    inference), which the quantizer needs to see every MatMul's types, then ``sum_residuals``
-    unless the caller does that itself after rewriting the graph further. Symbolic shape
-    inference fails on transformers' exports (LIBRARY-NOTES), so it is skipped; if pre-processing
-    fails for another graph, quantize the original rather than failing the job."""
+    inference) of ``src`` into ``dest``, which the quantizer needs to see every MatMul's types;
+    whether ``dest`` was written. Symbolic shape inference fails on transformers' exports, so it is
+    skipped.
+
+    It is given a file: ``quant_pre_process`` also takes a ModelProto, but empties that proto's
+    initializers (onnxruntime 1.32 hands them to its session as external data) and, when its
+    optimizer fails, writes the emptied graph as its result."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
         quant_pre_process(str(src), str(dest), skip_symbolic_shape=True)
     except Exception:
-        return src
+        return False
     finally:
         quiet_quantization_logging()
-    if not dest.is_file():
+    return dest.is_file()
+
+
+def preprocess(src: Path, dest: Path) -> Path:
+    """``run_pre_process`` into ``dest``, then ``sum_residuals``; if pre-processing fails for a
+    graph, ``src`` (quantize the original rather than fail the job)."""
+    if not run_pre_process(src, dest):
         return src
-    if residual_sums:
-        sum_residuals(dest)
+    sum_residuals(dest)
     return dest
+
+
+@contextmanager
+def preprocessed(src: Path, work_dir: Path, *, enabled: bool = True) -> Iterator[Path]:
+    """``preprocess`` of ``src`` into ``work_dir`` for the length of the block, removed after it;
+    ``src`` itself when ``enabled`` is false or pre-processing fails."""
+    path = preprocess(src, work_dir / "preprocessed.onnx") if enabled else src
+    try:
+        yield path
+    finally:
+        if path != src:
+            path.unlink(missing_ok=True)
 
 
 def sum_residuals(path: Path) -> int:
     """Rewrite ``path`` (a file the pass made, never its input) in place with its residual sums as
-    ``Sum`` nodes (``_residual_sum``: keeps onnxruntime from running them as its slow
+    ``Sum`` nodes (``residual_sum``: keeps onnxruntime from running them as its slow
     SkipLayerNormalization); how many normalizations read a ``Sum`` now."""
-    from engine.passes import _residual_sum
+    from engine.quantization import residual_sum
 
     proto = onnx_model.load_proto(path)
-    count = _residual_sum.rewrite(proto)
+    count = residual_sum.rewrite(proto)
     if count:
         onnx_model.save_proto(proto, path)
     return count
 
 
-def weight_matmuls(path: Path) -> list[str]:
+def weight_matmuls(proto: Any) -> list[str]:
     """Names of the MatMul/Conv (and fused Attention) nodes with a constant weight: the layers
-    dynamic int8 changes (onnxruntime has no dynamic int8 Gemm)."""
-    proto = onnx_model.load_proto(path, with_data=False)
+    dynamic int8 changes (onnxruntime has no dynamic int8 Gemm). ``proto`` may be loaded without
+    its weights' data."""
     initializers = {t.name for t in proto.graph.initializer}
     return [
         n.name
         for n in proto.graph.node
         if n.op_type in ("MatMul", "Conv", "Attention") and len(n.input) > 1 and n.input[1] in initializers
     ]
-
-
-ReduceRange = bool | Literal["auto"]
-
-
-def reduce_range_field() -> Any:
-    """The ``reduce_range`` option every int8 ONNX pass offers, decided by the CPU unless set."""
-    return Field(
-        "auto",
-        description=(
-            "7-bit weights, for x86 CPUs without VNNI whose u8s8 int8 kernels saturate (AVX2 only); "
-            "auto: when the worker's CPU is one of them"
-        ),
-    )
 
 
 def resolve_reduce_range(value: ReduceRange, ctx: PassContext) -> bool:
@@ -145,13 +151,15 @@ def dynamic_int8(
 
 
 def evaluation_feeds(
-    model_path: Path, ctx: PassContext, *, rows: int, batch_size: int = 8, sequence_length: int = 64
+    model: Path | Any, ctx: PassContext, *, rows: int, batch_size: int = 8, sequence_length: int = 64
 ) -> list[dict[str, np.ndarray]]:
     """Inputs to measure fidelity on: rows of the job's dataset when it feeds the model, otherwise
-    inputs generated from the signature. Only ``ctx.dataset`` is read."""
+    inputs generated from the signature. ``model`` is a file or a graph already in memory; only
+    ``ctx.dataset`` is read."""
     from engine.bench.runners import batches
 
-    inputs, _ = onnx_model.signature(onnx_model.load_proto(model_path, with_data=False))
+    proto = onnx_model.load_proto(model, with_data=False) if isinstance(model, Path) else model
+    inputs, _ = onnx_model.signature(proto)
     return batches(
         inputs,
         dataset=ctx.dataset,

@@ -10,7 +10,7 @@ twelve of them were about a tenth of the run.
 
 onnxruntime makes the slow node two ways, and this rewrite undoes both:
 
-- the transformer optimizer (``_attention_fusion``) writes ``SkipLayerNormalization`` into the
+- the transformer optimizer (``attention_fusion``) writes ``SkipLayerNormalization`` into the
   file: each is replaced by ``Sum(input, skip, bias)`` and a ``LayerNormalization`` (ONNX opset
   17);
 - a session's own graph optimizer fuses ``Add -> Add -> LayerNormalization`` at load time when it

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from engine.formats import onnx_model
 
 
 @dataclass
@@ -74,7 +71,7 @@ def _with_layer_quantized(proto: Any, node_name: str) -> bytes:
 
 
 def layer_sensitivities(
-    model_path: Path,
+    proto: Any,
     layers: list[str],
     feeds: list[dict[str, np.ndarray]],
     reference: list[list[np.ndarray]],
@@ -82,12 +79,12 @@ def layer_sensitivities(
     threads: int = 0,
     on_layer: Callable[[int, int], None] | None = None,
 ) -> list[LayerSensitivity]:
-    """For each layer, the fidelity of the model's output when only that layer is quantized."""
+    """For each layer of ``proto``, the fidelity of the model's output when only that layer is
+    quantized (``proto`` itself is left unchanged)."""
     import onnxruntime as ort
 
     from engine.bench.fidelity import compare, padding_masks
 
-    proto = onnx_model.load_proto(model_path)
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads

@@ -1,0 +1,104 @@
+"""The default quantization (``{"op": "quantize"}``), on one graph held in memory.
+
+The model is loaded once and goes through attention fusion (``attention_fusion``), onnxruntime's
+pre-processing, the outlier split (``outlier_split``) and the residual-sum rewrite
+(``residual_sum``) as an ``onnx.ModelProto``; it is written to a file only where onnxruntime reads
+one (its pre-processing, its quantizer and the sessions that measure fidelity). The evaluation
+inputs are computed once, for the fusion check, the outlier search and the fidelity check.
+docs/methods/quantize.md has what each step is worth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine import hardware
+from engine.context import PassContext
+from engine.formats import onnx_model
+from engine.model import ModelFile
+from engine.quantization import attention_fusion, onnx_quant, outlier_split, residual_sum
+from engine.quantization.mixed_precision import mixed_precision, sensitivity_section
+from engine.quantization.options import ReduceRange
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The default's options (``AutoQuantizeConfig`` documents each)."""
+
+    target_cosine: float
+    outlier_ratio: float
+    max_outlier_channels: int
+    calibration_rows: int
+    sequence_length: int
+    fuse_attention: bool
+    reduce_range: ReduceRange
+
+
+def quantize(model: ModelFile, ctx: PassContext, recipe: Recipe) -> ModelFile:
+    """Dynamic int8 of ``model`` (an HF checkpoint is exported to ONNX first) into
+    ``ctx.work_dir / "model.onnx"``; what was done and measured goes into ``ctx.resolved``."""
+    reduce_range = onnx_quant.resolve_reduce_range(recipe.reduce_range, ctx)
+    ctx.progress(0.0, "pre-processing")
+    model = onnx_quant.as_onnx(model, ctx)
+    graph = onnx_model.load_proto(model.path)
+    feeds = onnx_quant.evaluation_feeds(graph, ctx, rows=recipe.calibration_rows, sequence_length=recipe.sequence_length)
+    fusion = (
+        attention_fusion.fuse_attention(model.path, ctx.work_dir / "fused.onnx", feeds, proto=graph)
+        if recipe.fuse_attention
+        else None
+    )
+    pre_process_input = model.path
+    fused: dict[str, int] | None = None
+    if fusion:
+        graph, pre_process_input, fused = fusion.model, fusion.path, fusion.fused
+    del fusion  # the graph is held once, in ``graph``
+    preprocessed = ctx.work_dir / "preprocessed.onnx"
+    pre_processed = onnx_quant.run_pre_process(pre_process_input, preprocessed)
+    if pre_processed:
+        graph = onnx_model.load_proto(preprocessed)
+        preprocessed.unlink()
+    if fused:
+        pre_process_input.unlink()
+
+    split = None
+    if recipe.max_outlier_channels > 0:
+        ctx.progress(0.05, "finding outlier activation channels")
+        split = outlier_split.split_outliers(graph, feeds, ratio=recipe.outlier_ratio, max_channels=recipe.max_outlier_channels)
+    # Residual sums once, after the split: each outlier correction then joins its Sum. A graph
+    # quantized just as it came (not fused, pre-processed nor split) keeps its own.
+    sums = residual_sum.rewrite(graph) if fused or pre_processed or split is not None else 0
+    prepared = onnx_model.save_proto(graph, ctx.work_dir / "prepared.onnx")
+    result = mixed_precision(
+        prepared,
+        ctx.work_dir / "model.onnx",
+        ctx,
+        feeds,
+        target=recipe.target_cosine,
+        target_min=None,
+        max_float_fraction=0.5,
+        reduce_range=reduce_range,
+        always_float=split.float_nodes if split else [],
+        graph=graph,
+    )
+    prepared.unlink()
+    if result.sensitivities:
+        ctx.add_report_section("sensitivity", sensitivity_section(result, recipe.target_cosine))
+    counts = split.counts if split else {}
+    ctx.resolved.update(
+        recipe=("attention fusion + " if fused else "")
+        + "preprocess + outlier split + "
+        + ("residual sums + " if sums else "")
+        + "dynamic int8 per-channel"
+        + (", 7-bit weights" if reduce_range else ""),
+        cpu=hardware.cpu_info(),
+        outlier_channels=sum(counts.values()),
+        split_activations=len(counts),
+        residual_sums=sums,
+        kept_float=result.kept_float,
+        measured_cosine_mean=result.fidelity["cosine_mean"],
+        measured_cosine_min=result.fidelity["cosine_min"],
+        met_target=result.met_target,
+    )
+    if fused:
+        ctx.resolved["fused"] = fused
+    return model.with_path(result.path)
