@@ -182,7 +182,7 @@ def export_hf_onnx(model: Any, folder: Path, dest: Path, *, seq_len: int = 16, a
 
     names = hf.input_names(folder)
     # Eager attention exports as plain MatMul/Softmax ops that onnxruntime's transformer optimizer
-    # fuses into its Attention kernel (engine/passes/_attention_fusion.py); the default ``sdpa``
+    # fuses into its Attention kernel (engine/quantization/attention_fusion.py); the default ``sdpa``
     # exports a pattern it does not recognise. Both compute the same function.
     # Put back afterwards: the caller's model is only borrowed for the trace.
     previous = getattr(getattr(model, "config", None), "_attn_implementation", None)
