@@ -1,4 +1,4 @@
-"""The default ``{"op": "quantize"}`` on MiniLM-L6 (ONNX): the issue's bar, on 400 real English
+"""The default ``{"op": "quantize"}`` on MiniLM-L6 (ONNX): its quality bar, on 400 real English
 sentences at sequence 64, with mean-pooled sentence embeddings compared to fp32:
 mean cosine >= 0.995, min >= 0.99, about 4x smaller, faster than fp32 at batch 1 and not slower at 8."""
 
