@@ -13,8 +13,8 @@ from pydantic import Field
 from engine.context import PassContext
 from engine.lowrank.options import EnergyShare, KeptShare, LayerPatterns, RankRule, Target
 from engine.model import ModelFile
-from engine.pruning.options import TokensPerRow
 from engine.registry import Pass, PassConfig
+from engine.training.config import TokensPerRow
 
 
 class LowRankSVDConfig(PassConfig):

@@ -17,8 +17,6 @@ Fraction = Annotated[float, Field(gt=0, lt=1)]
 # global: one magnitude threshold across all weights; local: the same share in each weight.
 Scope = Literal["global", "local"]
 
-# Tokens per text row when a pass feeds the job's text dataset to the model.
-TokensPerRow = Annotated[int, Field(ge=8, le=4096)]
 
 Pattern = Literal["unstructured", "2:4"]
 Schedule = Literal["cubic", "linear"]

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from engine.context import PassContext
-from engine.pruning.options import TokensPerRow
 from engine.registry import PassConfig
+from engine.training.config import HeldOutShare, LearningRate, RowsPerStep, TokensPerRow
 
 if TYPE_CHECKING:
     from engine.formats.torch_model import TorchModel
@@ -37,13 +37,11 @@ class RecoveryOptions(PassConfig):
         le=100,
         description="fine-tuning epochs after each round (engine.training.fit); 0 or no dataset: none",
     )
-    lr: float | None = Field(
+    lr: LearningRate | None = Field(
         None,
-        gt=0,
-        le=1.0,
         description="fine-tuning peak learning rate (default: the training loop's per-kind default)",
     )
-    batch_size: int = Field(32, ge=1, le=4096, description="fine-tuning rows per optimizer step")
+    batch_size: RowsPerStep = Field(32, description="fine-tuning rows per optimizer step")
     max_steps_per_round: int | None = Field(
         None, ge=1, le=10_000_000, description="cap on optimizer steps of each round's fine-tuning"
     )
@@ -56,10 +54,8 @@ class RecoveryOptions(PassConfig):
             "than this below the unpruned model's, and return the last round that met it (needs a dataset)"
         ),
     )
-    validation_fraction: float = Field(
+    validation_fraction: HeldOutShare = Field(
         0.1,
-        ge=0.01,
-        le=0.5,
         description="share of the dataset held out to measure the metric (split by the job's seed)",
     )
     max_length: TokensPerRow = Field(64, description="tokens per text row (text datasets only)")
