@@ -47,3 +47,28 @@ def test_api_and_core_do_not_import_engine_or_worker() -> None:
 def test_listing_capabilities_does_not_import_torch() -> None:
     loaded = _modules_after("from engine.registry import capabilities; assert capabilities()['passes']")
     assert "torch" not in loaded and "onnxruntime" not in loaded
+
+
+def test_each_pass_module_declares_one_method_and_keeps_no_mechanics_helpers() -> None:
+    """``engine/passes/`` holds one file per user-visible method; the mechanics live in the
+    family's package (quantization, pruning, lowrank, distillation, training)."""
+    import importlib
+
+    from engine.registry import Pass
+
+    files = sorted((ROOT / "engine" / "passes").glob("*.py"))
+    assert not [f.name for f in files if f.name.startswith("_") and f.name != "__init__.py"]
+    for file in files:
+        if file.name == "__init__.py":
+            continue
+        module = importlib.import_module(f"engine.passes.{file.stem}")
+        declared = [
+            obj
+            for obj in vars(module).values()
+            if isinstance(obj, type)
+            and issubclass(obj, Pass)
+            and obj.__module__ == module.__name__
+            and getattr(obj, "method", None)
+        ]
+        assert len(declared) == 1, (file.name, declared)
+        assert file.stem.startswith(declared[0].op), f"{file.name} declares op {declared[0].op!r}"
