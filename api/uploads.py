@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import Request
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -137,9 +138,22 @@ async def _multipart(request: Request, sink: _Sink, boundary: bytes | None) -> t
             "on_part_end": on_part_end,
         },
     )
-    async for chunk in request.stream():
-        parser.write(chunk)
-    parser.finalize()
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError:
+        raise _malformed("the multipart body does not follow its boundary") from None
+    if parser.state != MultipartState.END:  # the closing boundary never came
+        raise _malformed("the multipart body ends before its closing boundary")
     if not seen_file["yes"]:
         raise BadRequest("the multipart body has no field 'file'", code="bad_multipart")
     return fields, str(seen_file["filename"])
+
+
+def _malformed(reason: str) -> BadRequest:
+    return BadRequest(
+        f"{reason}: send the file in field 'file' of a well-formed multipart/form-data body whose boundary "
+        "matches the Content-Type header, or send it as the raw body (Content-Type: application/octet-stream)",
+        code="upload_malformed",
+    )

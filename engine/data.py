@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import DatasetInvalid
+from engine.formats.redact import path_free
 
 LABELS = "labels"
 TEXT = "text"
@@ -212,9 +213,11 @@ def _load_npz(path: Path) -> Dataset:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except ValueError as exc:  # object arrays need pickle: refused
-        raise DatasetInvalid(f"the .npz cannot be read without pickle ({exc}); store numeric arrays only") from None
+        raise DatasetInvalid(
+            f"the .npz cannot be read without pickle ({path_free(exc, 'the uploaded .npz')}); store numeric arrays only"
+        ) from None
     except Exception as exc:
-        raise DatasetInvalid(f"the .npz cannot be read: {exc}") from None
+        raise DatasetInvalid(f"the .npz cannot be read: {path_free(exc, 'the uploaded .npz')}") from None
     if not arrays:
         raise DatasetInvalid("the .npz holds no arrays")
     for k, v in arrays.items():
@@ -227,32 +230,78 @@ def _load_npz(path: Path) -> Dataset:
 
 def _load_jsonl(path: Path) -> Dataset:
     texts: list[str] = []
-    labels: list[Any] = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(iter(lambda: fh.readline(MAX_JSONL_LINE + 1), ""), 1):
-            if len(line) > MAX_JSONL_LINE:
-                raise DatasetInvalid(
-                    f"line {number} is longer than {MAX_JSONL_LINE} characters", detail={"line": number}
-                )
+    labels = _JsonlLabels()
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(iter(lambda: fh.readline(MAX_JSONL_LINE + 1), b""), 1):
+            if len(raw) > MAX_JSONL_LINE:
+                raise DatasetInvalid(f"line {number} is longer than {MAX_JSONL_LINE} bytes", detail={"line": number})
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DatasetInvalid(f"line {number} is not UTF-8 text", detail={"line": number}) from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except ValueError:
                 raise DatasetInvalid(f"line {number} is not JSON", detail={"line": number}) from None
+            except RecursionError:  # "[[[[...": deeper than Python's json can follow
+                raise DatasetInvalid(f"line {number} is nested too deeply", detail={"line": number}) from None
             if not isinstance(row, dict) or not isinstance(row.get(TEXT), str):
                 raise DatasetInvalid(f'line {number} needs a string field "text"', detail={"line": number})
             texts.append(row[TEXT])
-            if "label" in row:
-                labels.append(row["label"])
-    if labels and len(labels) != len(texts):
-        raise DatasetInvalid('either every line has a "label" or none has')
-    label_array = None
-    if labels:
-        label_array = np.asarray(labels)
-        if label_array.dtype.kind not in "biuf":
-            raise DatasetInvalid('"label" values must be numbers (class ids or regression targets)')
-    return Dataset(format="jsonl", texts=texts, labels=label_array)
+            labels.add(number, row)
+    return Dataset(format="jsonl", texts=texts, labels=labels.array())
+
+
+class _JsonlLabels:
+    """The "label" of each line: on every line or on none, and of one kind throughout (numbers,
+    booleans, or flat lists of numbers of one length), so that they make one numeric array."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+        self.first: tuple[int, bool, str] | None = None  # line, has a label, its kind
+
+    def add(self, number: int, row: dict[str, Any]) -> None:
+        has = "label" in row
+        kind = _label_kind(row["label"], number) if has else ""
+        if self.first is None:
+            self.first = (number, has, kind)
+        first_line, first_has, first_kind = self.first
+        if has != first_has:
+            which = (number, first_line) if has else (first_line, number)
+            raise DatasetInvalid(
+                f'either every line has a "label" or none has: line {which[0]} has one, line {which[1]} has not',
+                detail={"line": number},
+            )
+        if kind != first_kind:
+            raise DatasetInvalid(
+                f'"label" on line {number} is {kind}, on line {first_line} {first_kind}: use one kind for every line',
+                detail={"line": number},
+            )
+        if has:
+            self.values.append(row["label"])
+
+    def array(self) -> np.ndarray | None:
+        if not self.values:
+            return None
+        labels = np.asarray(self.values)
+        if labels.dtype.kind not in "biuf":  # integers past 64 bits
+            raise DatasetInvalid('"label" values must be numbers that fit 64 bits (class ids or regression targets)')
+        return labels
+
+
+def _label_kind(value: Any, number: int) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        return f"a list of {len(value)} numbers"
+    raise DatasetInvalid(
+        f'"label" on line {number} must be a number (a class id or a target) or a flat list of numbers',
+        detail={"line": number},
+    )
 
 
 def _load_parquet(path: Path) -> Dataset:
@@ -260,8 +309,10 @@ def _load_parquet(path: Path) -> Dataset:
 
     try:
         table = pq.read_table(path)
-    except Exception as exc:
-        raise DatasetInvalid(f"the .parquet cannot be read: {exc}") from None
+    except Exception as exc:  # pyarrow names the file by its path: not the user's business
+        raise DatasetInvalid(
+            f"the uploaded parquet file cannot be read: {path_free(exc, 'the uploaded parquet file')}"
+        ) from None
     arrays: dict[str, np.ndarray] = {}
     texts = None
     for name in table.column_names:

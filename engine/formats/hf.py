@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ModelFormatUnsafe, ModelFormatUnsupported
+from engine.formats.redact import path_free
 
 # modeling_shrink imports torch; it is loaded only where a model is built or saved.
 SHRINK_MODULE = "modeling_shrink"
@@ -26,8 +27,26 @@ def find_checkpoint_root(folder: Path) -> Path | None:
     """The folder holding ``config.json``: the archive root or its single top-level folder."""
     if (folder / "config.json").is_file():
         return folder
-    candidates = [p.parent for p in folder.glob("*/config.json")]
+    candidates = [p.parent for p in folder.glob("*/config.json") if p.is_file()]
     return candidates[0] if len(candidates) == 1 else None
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """A JSON object from a user's file, or ``ModelFormatUnsupported`` naming the file: invalid
+    JSON or UTF-8, nesting deeper than Python's json follows, or any other JSON value."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise ModelFormatUnsupported(f"{what} is not valid JSON") from None
+    if not isinstance(value, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(type(value), "null")
+        raise ModelFormatUnsupported(f"{what} must hold a JSON object, not {kind}")
+    return value
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON file (config.json, tokenizer_config.json) as an object."""
+    return _json_object(path.read_bytes(), path.name)
 
 
 def safetensors_header(path: Path) -> dict[str, Any]:
@@ -38,10 +57,7 @@ def safetensors_header(path: Path) -> dict[str, Any]:
         (length,) = struct.unpack("<Q", raw)
         if length > 100 * 1024**2:
             raise ModelFormatUnsupported(f"{path.name} has an implausible safetensors header")
-        try:
-            return json.loads(fh.read(length))
-        except ValueError:
-            raise ModelFormatUnsupported(f"{path.name} is not a safetensors file") from None
+        return _json_object(fh.read(length), f"the header of {path.name}")
 
 
 def count_params(folder: Path) -> int:
@@ -50,9 +66,12 @@ def count_params(folder: Path) -> int:
         for name, info in safetensors_header(file).items():
             if name == "__metadata__":
                 continue
+            shape = info.get("shape") if isinstance(info, dict) else None
+            if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+                raise ModelFormatUnsupported(f"tensor {name!r} in {file.name} has no valid shape")
             n = 1
-            for d in info["shape"]:
-                n *= int(d)
+            for d in shape:
+                n *= d
             total += n
     return total
 
@@ -60,12 +79,12 @@ def count_params(folder: Path) -> int:
 def input_names(folder: Path) -> list[str]:
     config = folder / "tokenizer_config.json"
     if config.is_file():
-        names = json.loads(config.read_text()).get("model_input_names")
-        if names:
+        names = read_json_object(config).get("model_input_names")
+        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
             return list(names)
     names = ["input_ids", "attention_mask"]
-    model_config = json.loads((folder / "config.json").read_text())
-    if model_config.get("type_vocab_size", 0) > 0:
+    type_vocab_size = read_json_object(folder / "config.json").get("type_vocab_size", 0)
+    if isinstance(type_vocab_size, int) and type_vocab_size > 0:
         names.append("token_type_ids")
     return names
 
@@ -79,10 +98,7 @@ def inspect_hf(folder: Path) -> dict[str, Any]:
                 "with the *.safetensors files, or export it to ONNX",
             )
         raise ModelFormatUnsupported("the archive has config.json but no *.safetensors weights")
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except ValueError:
-        raise ModelFormatUnsupported("config.json is not valid JSON") from None
+    config = read_json_object(folder / "config.json")
     if "auto_map" in config and not _is_shrink_auto_map(config):
         raise ModelFormatUnsafe(
             "this checkpoint needs custom code (auto_map in config.json), which Shrink never runs; "
@@ -93,9 +109,10 @@ def inspect_hf(folder: Path) -> dict[str, Any]:
     try:
         hf_config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False, local_files_only=True)
     except Exception as exc:
+        # transformers' messages name the checkpoint's folder, a path in the sandbox
         raise ModelFormatUnsupported(
-            f"transformers does not know this architecture ({config.get('model_type')!r}): {exc}; "
-            "export the model to ONNX instead"
+            f"transformers does not know this architecture ({config.get('model_type')!r}): "
+            f"{path_free(exc, 'the uploaded checkpoint')}; export the model to ONNX instead"
         ) from None
     return {
         "format": "hf",
@@ -131,7 +148,8 @@ def load_model(folder: Path, *, task_head: bool = False) -> Any:
 def _is_shrink_auto_map(config: dict[str, Any]) -> bool:
     """Our own restructured output: its auto_map names only modeling_shrink classes and the config
     records the structure, which Shrink rebuilds without the file (never imported from the upload)."""
-    targets = list((config.get("auto_map") or {}).values())
+    auto_map = config.get("auto_map")
+    targets = list(auto_map.values()) if isinstance(auto_map, dict) else []
     restructured = any(config.get(key) for key in STRUCTURE_KEYS)
     return restructured and bool(targets) and all(str(t).startswith(f"{SHRINK_MODULE}.") for t in targets)
 

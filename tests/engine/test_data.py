@@ -129,3 +129,54 @@ def test_text_dataset_does_not_feed_an_onnx_model(tmp_path):
     )
     with pytest.raises(DatasetMismatch, match="tokenizer"):
         next(training.torch_batches(Dataset("jsonl", texts=["a"]), tm, 1, shuffle=False, seed=0))
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # past Python's recursion limit: json raises RecursionError
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"text": "fine"}\n{"text": "caf\xe9"}\n', "line 2 is not UTF-8"),
+        (b'{"text": "a", "label": 1}\n{"text": "b"}\n', "line 1 has one, line 2 has not"),
+        (b'{"text": "a"}\n{"text": "b", "label": 1}\n', "line 2 has one, line 1 has not"),
+        (b'{"text": "a", "label": 1}\n{"text": "b", "label": [1, 2]}\n', "line 2 is a list of 2 numbers"),
+        (b'{"text": "a", "label": [1]}\n{"text": "b", "label": [1, 2]}\n', "line 2 is a list of 2 numbers"),
+        (b'{"text": "a", "label": true}\n{"text": "b", "label": 3}\n', "line 2 is a number"),
+        (b'{"text": "a", "label": 1}\n{"text": "b", "label": "2"}\n', 'line 2 must be a number'),
+        (b'{"text": "a", "label": 1}\n{"text": "b", "label": [[1], [2]]}\n', "flat list of numbers"),
+        (b'{"text": "a"}\n' + DEEP.encode() + b"\n", "line 2 is nested too deeply"),
+        (b'{"text": "a", "label": ' + DEEP.encode() + b"}\n", "line 1 is nested too deeply"),
+    ],
+    ids=["invalid-utf8", "label-missing-later", "label-missing-first", "number-then-list", "lists-of-two-lengths",
+         "boolean-then-number", "number-then-string", "nested-list", "deep-line", "deep-label"],
+)
+def test_hostile_jsonl_is_refused_as_dataset_invalid_naming_the_line(tmp_path, content, message):
+    path = tmp_path / "ds.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DatasetInvalid, match=message) as refused:
+        load_dataset(path)
+    assert refused.value.code == "dataset_invalid" and refused.value.user_error
+
+
+def test_jsonl_labels_may_mix_integers_and_floats_as_targets(tmp_path):
+    path = tmp_path / "ds.jsonl"
+    path.write_bytes(b'{"text": "a", "label": [1, 2]}\n{"text": "b", "label": [2.5, 3]}\n')
+    ds = load_dataset(path)
+    assert ds.labels.shape == (2, 2) and ds.labels.dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"PAR1" + b"\0" * 100, b"PAR1 not a footer PAR1", b"PAR1" + b"\xff" * 64 + b"\xff\xff\xff\x7fPAR1"],
+    ids=["no-footer", "short", "footer-claims-2gb"],
+)
+def test_broken_parquet_error_names_no_server_path(tmp_path, content):
+    path = tmp_path / "work" / "upload-abc123"
+    path.parent.mkdir()
+    path.write_bytes(content)
+    with pytest.raises(DatasetInvalid) as refused:
+        load_dataset(path)
+    message = refused.value.message
+    assert "the uploaded parquet file" in message
+    assert "/" not in message and path.name not in message, message
