@@ -26,6 +26,7 @@ from engine.data import Dataset, load_dataset
 from engine.errors import EngineError
 from engine.formats import archive
 from engine.formats.detect import resolve_upload
+from engine.formats.redact import path_free
 from engine.model import ModelFile
 from engine.pipeline import build_recipe, run_recipe
 
@@ -202,4 +203,7 @@ def run_job(request: JobRequest, emit: Emit | None = None) -> dict[str, Any]:
 def error_payload(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, EngineError):
         return {**exc.to_dict(), "user_error": exc.user_error}
-    return {"code": "engine_internal", "message": f"{type(exc).__name__}: {exc}", "detail": {}, "user_error": False}
+    # An unexpected error's text may quote the sandbox's work folder: the full traceback goes to
+    # the worker's log, the user sees the error without paths.
+    message = path_free(f"{type(exc).__name__}: {exc}", name="a file of the job")
+    return {"code": "engine_internal", "message": message, "detail": {}, "user_error": False}
