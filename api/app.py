@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
 from api.metrics import metrics_middleware
 from api.routers import artifacts, benchmarks, catalog, jobs, system
+from core.jobs.schemas import MAX_SPEC_BODY_BYTES
 from core.logging import configure_logging
 from core.settings import get_settings
 
@@ -16,11 +18,43 @@ submit a recipe, poll or stream the job, read the benchmark report, download the
 Every route but health needs `Authorization: Bearer <api key>`."""
 
 
+class BodyLimit:
+    """Refuse a request body past ``max_bytes`` (413 ``body_too_large``) before a route reads it
+    whole: by its Content-Length at once, or as a chunked body streams in. The upload routes
+    stream their bodies to disk under their own limit (``SHRINK_MAX_UPLOAD_BYTES``)."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, streamed_paths: frozenset[str]):
+        self.app, self.max_bytes, self.streamed_paths = app, max_bytes, streamed_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].rstrip("/") in self.streamed_paths:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await errors.http_error_response(errors.BodyTooLarge(self.max_bytes))(scope, receive, send)
+            return
+        seen = 0
+
+        async def receive_bounded() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise errors.BodyTooLarge(self.max_bytes)  # raised in the route, answered by its handler
+            return message
+
+        await self.app(scope, receive_bounded, send)
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     app = FastAPI(title="Shrink", version="1.0.0", description=DESCRIPTION)
     errors.install(app)
+    # Innermost, so that its 413 is counted and carries CORS headers like any answer.
+    app.add_middleware(BodyLimit, max_bytes=MAX_SPEC_BODY_BYTES,
+                       streamed_paths=frozenset({catalog.models.prefix, catalog.datasets.prefix}))
     app.middleware("http")(metrics_middleware)
     if settings.cors_origins:
         app.add_middleware(

@@ -1,5 +1,5 @@
 """The routes' dependencies, each named once: ``SessionDep``, ``CurrentTenant``, ``Limit``,
-``Cursor``, ``IdempotencyKey``."""
+``Cursor``, ``IdempotencyKey``, ``LastEventId``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi import Depends, Header, Query
 from sqlalchemy.orm import Session
 
 from core.db import new_session
-from core.errors import Unauthorized
+from core.errors import BadRequest, Unauthorized
 from core.models import Tenant
 from core.settings import get_settings
 from core.tenants import service as tenants
@@ -45,3 +45,26 @@ def _limit(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> int:
 Limit = Annotated[int, Depends(_limit)]
 Cursor = Annotated[str | None, Query(max_length=400)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+
+# What a client may send: any id an event could ever have (a signed 64-bit integer). Event ids
+# are a 32-bit INTEGER column on PostgreSQL, so a larger one is read as the largest stored one:
+# after every event, as it would be.
+MAX_EVENT_ID = 2**63 - 1
+MAX_STORED_EVENT_ID = 2**31 - 1
+
+
+def _last_event_id(last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None) -> int:
+    """The id of the last event a reconnecting client saw; 0 (from the start) when absent."""
+    if not last_event_id:
+        return 0
+    digits = last_event_id.strip()
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19 or int(digits) > MAX_EVENT_ID:
+        raise BadRequest(
+            f"Last-Event-ID must be a non-negative integer below 2^63, the id of an event this stream sent; got {last_event_id[:40]!r}",
+            code="invalid_last_event_id",
+            detail={"field": "Last-Event-ID"},
+        )
+    return min(int(digits), MAX_STORED_EVENT_ID)
+
+
+LastEventId = Annotated[int, Depends(_last_event_id)]

@@ -1,4 +1,7 @@
-"""One error shape, mapped in one place: ``{"error": {"code", "message", "detail"}}``."""
+"""One error shape, mapped in one place: ``{"error": {"code", "message", "detail"}}``.
+
+An error may echo what a request sent (a field name, a value): what it echoes is bounded and
+always encodes, so a huge or malformed request is answered with a short, well-formed error."""
 
 from __future__ import annotations
 
@@ -9,14 +12,56 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.schemas import ErrorResponse
 from core.errors import ShrinkError
+from core.jobs.schemas import NOT_TEXT
 from core.logging import get_logger
 
 log = get_logger(__name__)
 
+MAX_MESSAGE_CHARS = 1000
+MAX_DETAIL_TEXT_CHARS = 300
+MAX_DETAIL_ITEMS = 50
+MAX_DETAIL_DEPTH = 4
+MAX_VALIDATION_ERRORS = 20
+
+# Pydantic error types that say a spec's text or free-form JSON is wrong (core/jobs/schemas.py).
+_SPEC_INVALID_TYPES = {"spec_invalid", "string_unicode"}
+_HTTP_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+def _bounded(value: Any, limit: int = MAX_DETAIL_TEXT_CHARS, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        text = value.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate, escaped
+        return text if len(text) <= limit else text[:limit] + "..."
+    if depth >= MAX_DETAIL_DEPTH and isinstance(value, list | tuple | dict):
+        return "..."
+    if isinstance(value, list | tuple):
+        return [_bounded(v, limit, depth + 1) for v in value[:MAX_DETAIL_ITEMS]]
+    if isinstance(value, dict):
+        return {_bounded(k, limit, depth + 1): _bounded(v, limit, depth + 1) for k, v in list(value.items())[:MAX_DETAIL_ITEMS]}
+    return value
+
 
 def error_body(code: str, message: str, detail: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "detail": detail or {}}}
+    return {"error": {"code": code, "message": _bounded(message, MAX_MESSAGE_CHARS), "detail": _bounded(detail or {})}}
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """A request body past the limit of its route (api/app.py, BodyLimit)."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"the request body is over {limit} bytes, the limit of this route; send a smaller one")
+
+
+def http_error_response(exc: StarletteHTTPException) -> JSONResponse:
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error statuses a route answers, for its OpenAPI ``responses=``."""
+    return {status: {"model": ErrorResponse} for status in statuses}
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -25,6 +70,14 @@ def _loc(loc: tuple[Any, ...]) -> str:
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out or ".".join(map(str, loc))
+
+
+def _validation_entry(error: Any) -> dict[str, str]:
+    """Where a validation error sits (a spec error inside free-form JSON names its own path) and
+    what it says: never its ``input``, which may be the whole body."""
+    field = (error.get("ctx") or {}).get("field") or _loc(tuple(error.get("loc", ())))
+    message = NOT_TEXT if error.get("type") == "string_unicode" else str(error.get("msg"))
+    return {"field": field, "message": message}
 
 
 def install(app: FastAPI) -> None:
@@ -36,16 +89,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
+        errors = list(exc.errors())[:MAX_VALIDATION_ERRORS]
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        field = _loc(tuple(first.get("loc", ())))
-        detail = {"field": field, "errors": [{"field": _loc(tuple(e.get("loc", ()))), "message": e.get("msg")} for e in errors[:20]]}
-        return JSONResponse(error_body("validation_error", f"{field}: {first.get('msg')}", detail), status_code=422)
+        code = "spec_invalid" if first.get("type") in _SPEC_INVALID_TYPES else "validation_error"
+        entries = [_validation_entry(e) for e in errors] or [_validation_entry(first)]
+        detail = {"field": entries[0]["field"], "errors": entries}
+        return JSONResponse(error_body(code, f"{entries[0]['field']}: {entries[0]['message']}", detail), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return http_error_response(exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

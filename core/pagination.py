@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, and_, or_
@@ -21,12 +21,21 @@ def encode_cursor(created_at: datetime, record_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """A cursor this module made, or 400: the values go into SQL, which takes only an aware
+    datetime (core/models.py) and a string id that is text."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, record_id = json.loads(base64.urlsafe_b64decode(padded))
-        return datetime.fromisoformat(created), str(record_id)
-    except (ValueError, TypeError):
-        raise BadRequest("invalid cursor", code="invalid_cursor") from None
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None or not isinstance(record_id, str):
+            raise ValueError("not a cursor of ours")
+        record_id.encode("utf-8")  # a lone surrogate from a JSON escape is no id
+        return when.astimezone(UTC), record_id
+    except (ValueError, TypeError, OverflowError):
+        raise BadRequest(
+            "invalid cursor; pass the next_cursor of the previous page unchanged, or none for the first page",
+            code="invalid_cursor", detail={"field": "cursor"},
+        ) from None
 
 
 def paginate(session: Session, query: Select[Any], model: Any, *, cursor: str | None, limit: int) -> tuple[list[Any], str | None]:

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from api.deps import CurrentTenant, Cursor, IdempotencyKey, Limit, SessionDep
+from api.errors import responses
 from api.routers.uploads_common import handle_upload
-from api.schemas import ErrorResponse, Page
+from api.schemas import Page
 
 
 def asset_router(
@@ -46,7 +47,7 @@ def asset_router(
         response_model=out,
         summary=summary,
         openapi_extra={"requestBody": body},
-        responses={s: {"model": ErrorResponse} for s in (400, 401, 413, 415, 422)},
+        responses=responses(400, 401, 409, 413, 415, 422),  # 409: a reused Idempotency-Key
     )
     async def upload(
         request: Request,
@@ -60,7 +61,7 @@ def asset_router(
             create=create, render=lambda row: out.of(row).model_dump(mode="json"),
         )
 
-    @router.get("", response_model=Page[out])  # type: ignore[valid-type]
+    @router.get("", response_model=Page[out], responses=responses(400, 401, 422))  # type: ignore[valid-type]
     def list_(
         session: SessionDep,
         tenant: CurrentTenant,
@@ -72,11 +73,11 @@ def asset_router(
         rows, next_cursor = list_rows(session, tenant.id, cursor=cursor, limit=limit, name=name, fmt=format)
         return {"items": [out.of(r) for r in rows], "next_cursor": next_cursor}
 
-    @router.get("/{record_id}", response_model=out, responses={404: {"model": ErrorResponse}})
+    @router.get("/{record_id}", response_model=out, responses=responses(401, 404))
     def get(record_id: str, session: SessionDep, tenant: CurrentTenant) -> Any:
         return out.of(get_row(session, tenant.id, record_id))
 
-    @router.delete("/{record_id}", status_code=204, responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}})
+    @router.delete("/{record_id}", status_code=204, responses=responses(401, 404, 409))
     def delete(record_id: str, session: SessionDep, tenant: CurrentTenant) -> Response:
         delete_row(session, tenant.id, record_id)
         session.commit()

@@ -7,12 +7,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from api.deps import CurrentTenant, Cursor, IdempotencyKey, Limit, SessionDep
-from api.schemas import ArtifactList, ArtifactOut, ErrorResponse, JobOut, Page, Report
+from api.deps import CurrentTenant, Cursor, IdempotencyKey, LastEventId, Limit, SessionDep
+from api.errors import responses
+from api.schemas import ArtifactList, ArtifactOut, JobOut, Page, Report
 from core import idempotency
 from core.db import new_session
 from core.errors import Conflict, NotFound
@@ -27,7 +28,10 @@ from core.storage import get_storage
 
 log = get_logger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 404, 409, 422)}
+ERRORS = responses(400, 401, 404, 409, 422)
+# A spec submit: 409 is a reused Idempotency-Key, 413 a body past MAX_SPEC_BODY_BYTES.
+SUBMIT_ERRORS = responses(400, 401, 404, 409, 413, 422)
+LIST_ERRORS = responses(400, 401, 422)  # 400: a damaged cursor
 
 
 def submit(session: Any, tenant_id: str, route: str, key: str | None, create: Any) -> JSONResponse:
@@ -46,12 +50,12 @@ def submit(session: Any, tenant_id: str, route: str, key: str | None, create: An
     return JSONResponse(body, status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
-@router.post("", status_code=202, response_model=JobOut, responses=ERRORS)
+@router.post("", status_code=202, response_model=JobOut, responses=SUBMIT_ERRORS)
 def create_job(spec: JobSpec, session: SessionDep, tenant: CurrentTenant, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     return submit(session, tenant.id, "POST /v1/jobs", idempotency_key, lambda: service.create_job(session, tenant.id, spec))
 
 
-@router.get("", response_model=Page[JobOut])
+@router.get("", response_model=Page[JobOut], responses=LIST_ERRORS)
 def list_jobs(
     session: SessionDep, tenant: CurrentTenant, limit: Limit, cursor: Cursor = None,
     state: JobState | None = None, model_id: Annotated[str | None, Query(max_length=40)] = None,
@@ -113,17 +117,12 @@ def get_report(
     "/{job_id}/events",
     responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events: state, progress, log"}, **ERRORS},
 )
-async def stream_events(
-    job_id: str,
-    tenant: CurrentTenant,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> StreamingResponse:
+async def stream_events(job_id: str, tenant: CurrentTenant, start: LastEventId) -> StreamingResponse:
     def _check() -> None:
         with new_session() as session:
             service.get_job(session, tenant.id, job_id)
 
     await run_in_threadpool(_check)
-    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
     return StreamingResponse(
         _event_stream(job_id, start),
         media_type="text/event-stream",

@@ -14,6 +14,7 @@ from api.metrics import render_metrics
 from api.schemas import Capabilities
 from core.capabilities import get_capabilities
 from core.db import get_engine
+from core.jobs.schemas import SPEC_LIMITS
 from core.queue import check_broker
 from core.settings import get_settings
 from core.storage import get_storage
@@ -28,7 +29,7 @@ def capabilities(tenant: CurrentTenant) -> dict[str, Any]:
         **get_capabilities(),
         "devices": ["cpu", "cuda"],
         "queues": ["cpu", "gpu"],
-        "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_recipe_steps": 32},
+        "limits": {"max_upload_bytes": settings.max_upload_bytes, **SPEC_LIMITS},
     }
 
 
