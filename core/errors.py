@@ -63,6 +63,7 @@ ENGINE_CODE_STATUS = {
     "model_format_unsupported": 415,
     "model_format_unsafe": 415,
     "archive_invalid": 400,
+    "archive_too_large": 413,
     "dataset_invalid": 422,
     "dataset_mismatch": 422,
     "dataset_required": 422,

@@ -11,7 +11,7 @@ from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
 from core import storage as storage_mod
-from core.errors import Conflict, NotFound, PayloadTooLarge, ShrinkError, from_engine
+from core.errors import Conflict, NotFound, ShrinkError, from_engine
 from core.ids import new_id
 from core.logging import get_logger
 from core.models import Job, StoredDataset, StoredModel
@@ -41,14 +41,9 @@ def inspect_upload(kind: Kind, path: Path) -> dict[str, Any]:
 
 
 # Refusals of uploads that core.errors.ENGINE_CODE_STATUS does not list, and their error class.
-UPLOAD_REFUSALS: dict[str, type[ShrinkError]] = {"archive_too_large": PayloadTooLarge}
-
-
 def _refusal(error: dict[str, Any]) -> ShrinkError:
     """The service error for an upload the engine refused or failed on."""
     code = str(error.get("code", "engine_internal"))
-    if code in UPLOAD_REFUSALS:
-        return UPLOAD_REFUSALS[code](str(error.get("message")), detail=error.get("detail") or {}, code=code)
     refused = from_engine(error)
     if refused.status >= 500 and error.get("user_error"):
         refused.status = 400  # a code this service does not list yet; still the upload's fault
