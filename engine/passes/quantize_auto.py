@@ -21,9 +21,13 @@ true/false for a deployment CPU that differs from the worker's.
 
 The result's fidelity is then checked on the job's dataset (or generated inputs); if it misses
 ``target_cosine``, the most sensitive layers are kept in float as ``quantize.mixed`` does, and the
-per-layer sensitivity goes into the report. Speed is not measured here: the job's benchmark times
-the candidate against the original and flags it if slower, and a flagged candidate is never
-chosen as the best. The mechanics are in engine/quantization/auto.py.
+per-layer sensitivity goes into the report. The mechanics are in engine/quantization/auto.py.
+
+A graph with convolutions goes another way (engine/quantization/convolutional.py): dynamic int8
+would make each Conv a ``ConvInteger``, which ran several times slower than float on the digits
+CNN. There the pass quantizes statically (QDQ, per-channel, calibrated on the same rows), times
+the int8 model against the float model with onnxruntime's graph optimizations, and delivers int8
+only where it measured faster, else the float model: never a model slower than the original.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ class AutoQuantizeConfig(GeneratedInputsOption, ReduceRangeOption):
         0.99,
         description=(
             "mean cosine of the raw output to the float model's, on the job's dataset or generated inputs; "
-            "below it, the most sensitive layers stay in float"
+            "below it, the most sensitive layers stay in float (a convolutional model: int8 is not delivered)"
         ),
     )
     outlier_ratio: float = Field(
@@ -52,7 +56,13 @@ class AutoQuantizeConfig(GeneratedInputsOption, ReduceRangeOption):
         16, ge=0, le=1024, description="at most this many outlier channels per activation go to float (0: no split)"
     )
     calibration_rows: int = Field(
-        32, ge=1, le=4096, description="rows (dataset rows, or generated inputs) for outlier search and the fidelity check"
+        32,
+        ge=1,
+        le=4096,
+        description=(
+            "rows (dataset rows, or generated inputs) for outlier search (static calibration on a "
+            "convolutional model) and the fidelity check"
+        ),
     )
     fuse_attention: bool = Field(
         True,
@@ -66,7 +76,10 @@ class AutoQuantizeConfig(GeneratedInputsOption, ReduceRangeOption):
 class AutoQuantize(Pass[AutoQuantizeConfig]):
     op = "quantize"
     method = "auto"
-    summary = "Default: int8 with outlier channels in float, checked against a fidelity target"
+    summary = (
+        "Default: int8 with outlier channels in float, checked against a fidelity target; "
+        "on convolutional models static int8, delivered only where it measured faster than float"
+    )
     # An HF checkpoint is exported to ONNX first: the result is an ONNX model.
     accepts = ("onnx", "hf")
     devices = ("cpu",)

@@ -5,6 +5,7 @@ pre-processing, the outlier split (``outlier_split``) and the residual-sum rewri
 (``residual_sum``) as an ``onnx.ModelProto``; it is written to a file only where onnxruntime reads
 one (its pre-processing, its quantizer and the sessions that measure fidelity). The evaluation
 inputs are computed once, for the fusion check, the outlier search and the fidelity check.
+A graph with convolutions takes another path (``convolutional``: static int8, timed against float).
 docs/methods/quantize.md has what each step is worth.
 """
 
@@ -16,7 +17,13 @@ from engine import hardware
 from engine.context import PassContext
 from engine.formats import onnx_model
 from engine.model import ModelFile
-from engine.quantization import attention_fusion, onnx_quant, outlier_split, residual_sum
+from engine.quantization import (
+    attention_fusion,
+    convolutional,
+    onnx_quant,
+    outlier_split,
+    residual_sum,
+)
 from engine.quantization.mixed_precision import mixed_precision, sensitivity_section
 from engine.quantization.options import ReduceRange
 
@@ -42,6 +49,9 @@ def quantize(model: ModelFile, ctx: PassContext, recipe: Recipe) -> ModelFile:
     model = onnx_quant.as_onnx(model, ctx)
     graph = onnx_model.load_proto(model.path)
     feeds = onnx_quant.evaluation_feeds(graph, ctx, rows=recipe.calibration_rows, sequence_length=recipe.sequence_length)
+    if convolutional.is_convolutional(graph):
+        # Dynamic int8 would make every Conv a ConvInteger, slower than float.
+        return convolutional.quantize(model, ctx, feeds, target_cosine=recipe.target_cosine, reduce_range=reduce_range)
     fusion = (
         attention_fusion.fuse_attention(model.path, ctx.work_dir / "fused.onnx", feeds, proto=graph)
         if recipe.fuse_attention

@@ -206,3 +206,25 @@ class DatasetCalibrationReader:
 
     def rewind(self) -> None:
         self._iter = None
+
+
+class FeedsCalibrationReader:
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over batches already in memory
+    (``evaluation_feeds``: the job's dataset rows, or inputs generated from the signature)."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self.feeds = feeds
+        self.rows = sum(len(next(iter(f.values()))) for f in feeds) if feeds else 0
+        self._next = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= len(self.feeds):
+            return None
+        self._next += 1
+        return self.feeds[self._next - 1]
+
+    def rewind(self) -> None:
+        self._next = 0
+
+
+CalibrationReader = DatasetCalibrationReader | FeedsCalibrationReader

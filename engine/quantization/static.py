@@ -1,4 +1,5 @@
-"""ONNX static int8 (QDQ) with onnxruntime's ``quantize_static``, calibrated on the job's dataset."""
+"""ONNX static int8 (QDQ) with onnxruntime's ``quantize_static``: ``quantize.static`` and the
+default on convolutional models (``convolutional``) both call ``quantize`` here."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def calibration_reader(model_path: Path, dataset: Dataset, *, samples: int) -> o
 def quantize(
     src: Path,
     dest: Path,
-    reader: onnx_quant.DatasetCalibrationReader,
+    reader: onnx_quant.CalibrationReader,
     *,
     calibration_method: Literal["minmax", "entropy", "percentile"],
     percentile: float,
@@ -38,7 +39,8 @@ def quantize(
     op_types: list[str],
     nodes_to_exclude: list[str],
 ) -> Path:
-    """QDQ int8 of ``src`` into ``dest``, activation ranges calibrated on ``reader``'s rows."""
+    """QDQ int8 of ``src`` into ``dest``, activation ranges calibrated on ``reader``'s rows (the job's
+    dataset, or for the default on a convolutional model, generated inputs when there is none)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     method = {
