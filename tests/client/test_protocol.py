@@ -3,15 +3,25 @@ transports (no service)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from shrink_client import Artifact, Client, ConnectionFailed, Retry, Unavailable, ValidationError
+from shrink_client import (
+    Artifact,
+    AsyncClient,
+    Client,
+    ConnectionFailed,
+    Retry,
+    Unavailable,
+    ValidationError,
+)
+from shrink_client import aio as aio_module
 from shrink_client import client as client_module
-from shrink_client._protocol import SSEDecoder
+from shrink_client._protocol import CHUNK, SSEDecoder
 from shrink_client.errors import ChecksumMismatch
 
 JOB = {"id": "job_1", "kind": "compress", "state": "queued", "model_id": "mdl_1", "created_at": "2026-01-01T00:00:00Z"}
@@ -116,3 +126,69 @@ def test_a_download_whose_sha256_differs_is_refused_and_removed(tmp_path: Path) 
     with pytest.raises(ChecksumMismatch):
         _client(handler).download_artifact(artifact, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_upload_streams_the_file_in_chunks_with_its_length(tmp_path: Path) -> None:
+    file = tmp_path / "big.onnx"
+    file.write_bytes(b"\1" * (2 * CHUNK + 10))
+    seen: dict[str, object] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen["headers"] = dict(request.headers)
+        seen["size"] = len(request.read())
+        return httpx.Response(201, json={"id": "mdl_1", "name": "big", "filename": "big.onnx", "format": "onnx",
+                                         "size_bytes": 10, "sha256": "0" * 64, "created_at": "2026-01-01T00:00:00Z"})
+
+    progress: list[tuple[int, int]] = []
+    _client(handler).upload_model(file, progress=lambda done, total: progress.append((done, total)))
+    headers = seen["headers"]
+    assert seen["size"] == file.stat().st_size
+    assert headers["content-length"] == str(file.stat().st_size) and "transfer-encoding" not in headers
+    assert headers["content-type"] == "application/octet-stream" and headers["idempotency-key"]
+    # Read chunk by chunk as it is sent, never whole.
+    assert [done for done, _ in progress] == [CHUNK, 2 * CHUNK, 2 * CHUNK + 10]
+
+
+def test_the_async_event_stream_resumes_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen_last_ids: list[str | None] = []
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    monkeypatch.setattr(aio_module.asyncio, "sleep", no_sleep)
+
+    async def dropping() -> AsyncIterator[bytes]:
+        yield _sse((5, "log", {"event": "job.pass.started"}))
+        raise httpx.ReadError("connection reset")
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen_last_ids.append(request.headers.get("Last-Event-ID"))
+        if len(seen_last_ids) == 1:
+            return httpx.Response(200, content=dropping())
+        return httpx.Response(200, content=_sse((6, "state", {"state": "failed", "error": {"code": "x", "message": "y"}}), (None, "end", {})))
+
+    async def collect() -> list:
+        async with AsyncClient("http://shrink.test", "shk_test", transport=httpx.MockTransport(handler)) as client:
+            return [e async for e in client.events("job_1")]
+
+    events = asyncio.run(collect())
+    assert seen_last_ids == [None, "5"]
+    assert [type(e).__name__ for e in events] == ["LogEvent", "StateEvent"] and events[1].error == {"code": "x", "message": "y"}
+
+
+def test_register_adds_the_client_commands_beside_an_apps_own() -> None:
+    import typer
+    from shrink_client.cli import register
+    from typer.testing import CliRunner
+
+    server = typer.Typer()
+
+    @server.command()
+    def migrate() -> None:
+        """Apply migrations."""
+
+    register(server)
+    out = CliRunner().invoke(server, ["--help"]).stdout
+    for command in ("migrate", "compress", "models", "datasets", "jobs", "artifacts"):
+        assert command in out
+    assert "--output" in CliRunner().invoke(server, ["artifacts", "download", "--help"]).stdout
