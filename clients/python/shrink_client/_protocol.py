@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ from shrink_client.records import (
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
 CHUNK = 1 << 20
+ID = re.compile(r"[A-Za-z0-9_-]{1,100}")  # what goes into a URL path: never a / ? or #
 # Statuses worth another try: the server asks to slow down, or is briefly unavailable.
 RETRY_STATUSES = frozenset({429, 503})
 Progress = Callable[[int, int], None]
@@ -157,11 +159,11 @@ def upload(kind: str, path: str | os.PathLike[str], name: str | None, progress: 
 
 def get(kind: str, record_id: str) -> Call[Any]:
     model: type[BaseModel] = {"models": Model, "datasets": Dataset}[kind]
-    return Call("GET", f"/v1/{kind}/{_id(record_id)}", _as(model))
+    return Call("GET", f"/v1/{kind}/{id_of(record_id)}", _as(model))
 
 
 def delete(kind: str, record_id: str) -> Call[None]:
-    return Call("DELETE", f"/v1/{kind}/{_id(record_id)}", _nothing, expect=(204,))
+    return Call("DELETE", f"/v1/{kind}/{id_of(record_id)}", _nothing, expect=(204,))
 
 
 def page(kind: str, item: type[BaseModel], cursor: str | None, limit: int | None, filters: dict[str, Any]) -> Call[Any]:
@@ -170,9 +172,9 @@ def page(kind: str, item: type[BaseModel], cursor: str | None, limit: int | None
 
 def job_spec(model: str | Model, dataset: str | Dataset | None, recipe: Any, goal: dict[str, Any] | None,
              benchmark: dict[str, Any] | None, labels: dict[str, str] | None, webhook_url: str | None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"model_id": _id(model)}
+    spec: dict[str, Any] = {"model_id": id_of(model)}
     if dataset is not None:
-        spec["dataset_id"] = _id(dataset)
+        spec["dataset_id"] = id_of(dataset)
     if recipe is not None:
         spec["recipe"] = [recipe] if isinstance(recipe, dict) else list(recipe)
     optional = {"goal": goal, "benchmark": benchmark, "labels": labels, "webhook_url": webhook_url}
@@ -185,37 +187,37 @@ def submit(spec: dict[str, Any], job: type[JobRecord], idempotency_key: str | No
 
 
 def get_job(job_id: str, job: type[JobRecord]) -> Call[Any]:
-    return Call("GET", f"/v1/jobs/{_id(job_id)}", _as(job))
+    return Call("GET", f"/v1/jobs/{id_of(job_id)}", _as(job))
 
 
 def cancel_job(job_id: str, job: type[JobRecord]) -> Call[Any]:
-    return Call("POST", f"/v1/jobs/{_id(job_id)}/cancel", _as(job), headers=_post_headers(None))
+    return Call("POST", f"/v1/jobs/{id_of(job_id)}/cancel", _as(job), headers=_post_headers(None))
 
 
 def report(job_id: str) -> Call[dict[str, Any]]:
-    return Call("GET", f"/v1/jobs/{_id(job_id)}/report", dict)
+    return Call("GET", f"/v1/jobs/{id_of(job_id)}/report", dict)
 
 
 def artifacts(job_id: str) -> Call[list[Artifact]]:
-    return Call("GET", f"/v1/jobs/{_id(job_id)}/artifacts", lambda body: ArtifactList.model_validate(body).items)
+    return Call("GET", f"/v1/jobs/{id_of(job_id)}/artifacts", lambda body: ArtifactList.model_validate(body).items)
 
 
 def download(artifact_id: str) -> Call[None]:
     # Follows the redirect to a presigned URL (S3); httpx drops Authorization on another host.
-    return Call("GET", f"/v1/artifacts/{_id(artifact_id)}/download", _nothing, follow_redirects=True)
+    return Call("GET", f"/v1/artifacts/{id_of(artifact_id)}/download", _nothing, follow_redirects=True)
 
 
 def events(job_id: str, last_event_id: int | None) -> Call[None]:
     headers = {"Accept": "text/event-stream"}
     if last_event_id is not None:
         headers["Last-Event-ID"] = str(last_event_id)
-    return Call("GET", f"/v1/jobs/{_id(job_id)}/events", _nothing, headers=headers)
+    return Call("GET", f"/v1/jobs/{id_of(job_id)}/events", _nothing, headers=headers)
 
 
-def _id(record: Any) -> str:
+def id_of(record: Any) -> str:
     """An id given as a string, or the record returned by the client."""
     value = record if isinstance(record, str) else getattr(record, "id", None)
-    if not isinstance(value, str) or not value or "/" in value:
+    if not isinstance(value, str) or not ID.fullmatch(value):
         raise errors.ShrinkError(f"expected a record id or a record, got {record!r}", code="invalid_id")
     return value
 

@@ -144,7 +144,7 @@ class AsyncClient:
 
     async def jobs(self, *, state: str | None = None, model: str | Model | None = None,
                    page_size: int | None = None) -> AsyncIterator[AsyncJob]:
-        filters = {"state": state, "model_id": p._id(model) if model is not None else None}
+        filters = {"state": state, "model_id": p.id_of(model) if model is not None else None}
         async for job in self._pages(lambda c: p.page("jobs", AsyncJob, c, page_size, filters)):
             job._client = self
             yield job
@@ -161,8 +161,8 @@ class AsyncClient:
     async def download_artifact(self, artifact: str | Artifact, folder: str | os.PathLike[str] = ".", *,
                                 progress: p.Progress | None = None) -> Path:
         record = artifact if isinstance(artifact, Artifact) else None
-        async with self._open(p.download(p._id(artifact))) as response:
-            name = record.filename if record else p.filename_from(response, p._id(artifact))
+        async with self._open(p.download(p.id_of(artifact))) as response:
+            name = record.filename if record else p.filename_from(response, p.id_of(artifact))
             total = record.size_bytes if record else int(response.headers.get("Content-Length") or 0)
             sink = p.DownloadSink(folder, name, record.sha256 if record else None, total, progress)
             try:

@@ -145,7 +145,7 @@ class Client:
 
     def jobs(self, *, state: str | None = None, model: str | Model | None = None, page_size: int | None = None) -> Iterator[Job]:
         """Every job, newest first (all pages)."""
-        filters = {"state": state, "model_id": p._id(model) if model is not None else None}
+        filters = {"state": state, "model_id": p.id_of(model) if model is not None else None}
         for job in self._pages(lambda c: p.page("jobs", Job, c, page_size, filters)):
             job._client = self
             yield job
@@ -164,8 +164,8 @@ class Client:
         """Stream an artifact to ``folder``; its sha256 is checked against the artifact record
         (or, given a bare id, the server's ``X-Checksum-Sha256`` when it sends one)."""
         record = artifact if isinstance(artifact, Artifact) else None
-        with self._open(p.download(p._id(artifact))) as response:
-            name = record.filename if record else p.filename_from(response, p._id(artifact))
+        with self._open(p.download(p.id_of(artifact))) as response:
+            name = record.filename if record else p.filename_from(response, p.id_of(artifact))
             total = record.size_bytes if record else int(response.headers.get("Content-Length") or 0)
             sink = p.DownloadSink(folder, name, record.sha256 if record else None, total, progress)
             try:
