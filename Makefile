@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml requirements-nodeps.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch==2.13.0: pip resolves the CPU wheel where one is available locally (docs/operations.md, "Installing without the image").
+	# The client first, so that the server's `shrink` (which adds the client's commands) is the one on PATH.
+	$(PY) -m pip install -q -e clients/python
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
