@@ -10,7 +10,7 @@ PORT ?= 8000
 
 .PHONY: install run migrate test lint chromium bench clean
 
-$(STAMP): pyproject.toml requirements-nodeps.txt
+$(STAMP): pyproject.toml requirements-nodeps.txt clients/python/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch==2.13.0: pip resolves the CPU wheel where one is available locally (docs/operations.md, "Installing without the image").
@@ -44,7 +44,7 @@ test: install chromium
 	$(PY) -m pytest
 
 lint: install
-	$(VENV)/bin/ruff check api core worker engine tests bench
+	$(VENV)/bin/ruff check api core worker engine tests bench clients
 
 bench: install
 	$(PY) -m bench.service
