@@ -1,26 +1,77 @@
-"""The ``shrink`` command: run the services and manage tenants.
+"""The ``shrink`` command: run the services and manage tenants and API keys.
 
-    shrink migrate                      apply database migrations (alembic upgrade head)
-    shrink api [--host H] [--port P]    the HTTP API (uvicorn)
-    shrink worker [--queues cpu,gpu]    a Celery worker (it also runs the lease reaper)
-    shrink reaper [--once]              the lease reaper alone
-    shrink admin create-tenant NAME     prints the tenant id
-    shrink admin create-key TENANT_ID   prints a new API key (shown once, stored hashed)
+    shrink migrate                          apply database migrations (alembic upgrade head)
+    shrink api [--host H] [--port P]        the HTTP API (uvicorn)
+    shrink worker [--queues cpu,gpu]        a Celery worker (it also runs the lease reaper)
+    shrink reaper [--once]                  the lease reaper alone
+    shrink admin create-tenant NAME         prints the tenant id
+    shrink admin create-key TENANT_ID       prints a new API key (shown once, stored hashed)
+    shrink admin list-keys TENANT_ID        the tenant's keys, never their secrets
+    shrink admin revoke-key KEY_ID          the key answers 401 from the next request on
+    shrink admin rotate-key KEY_ID          prints a new key; the old one works for a grace period
 
 Service commands exec their server, so the ``shrink`` process becomes it (signals reach it).
+Admin commands print what scripts need (ids, keys) on stdout and refusals on stderr, exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
+import importlib.util
 import os
 import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
-ROOT = Path(__file__).resolve().parent.parent
+import typer
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from core.models import ApiKey
+
+# No pretty tracebacks: they print local variables, which may hold keys.
+app = typer.Typer(
+    name="shrink",
+    help="Shrink: compression as a service.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+admin = typer.Typer(help="Tenants and API keys.", no_args_is_help=True)
+app.add_typer(admin, name="admin")
 
 
-def _exec(argv: list[str]) -> None:
+# Set while ``CommandLine.parse_args`` runs the app: commands record their arguments instead of running.
+_parsed: ContextVar[dict[str, Any] | None] = ContextVar("shrink_parsed", default=None)
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def _command(group: typer.Typer, *path: str) -> Callable[[F], F]:
+    """Registers a command of ``group``; ``path`` is its full name (``"admin", "create-key"``)."""
+
+    def register(func: F) -> F:
+        @functools.wraps(func)
+        def run(**params: Any) -> None:
+            parsed = _parsed.get()
+            if parsed is None:
+                func(**params)
+            else:
+                parsed.update(zip(("command", "admin_command"), path, strict=False), **params)
+
+        group.command(path[-1])(run)
+        return func
+
+    return register
+
+
+def _exec(argv: list[str]) -> NoReturn:
     os.execvp(argv[0], argv)
 
 
@@ -30,118 +81,255 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def cmd_migrate(args: argparse.Namespace) -> None:
+@_command(app, "migrate")
+def run_migrate() -> None:
+    """Apply database migrations (to the latest)."""
     from core.db import migrate
 
     migrate()
     print("database is at the latest migration")
 
 
-def cmd_api(args: argparse.Namespace) -> None:
+@_command(app, "api")
+def run_api(
+    host: Annotated[str, typer.Option(help="Address to listen on (default from SHRINK_API_HOST).")] = os.environ.get("SHRINK_API_HOST", "127.0.0.1"),
+    port: Annotated[int, typer.Option(help="Port to listen on (default from SHRINK_API_PORT).")] = int(os.environ.get("SHRINK_API_PORT", "8000")),
+    workers: Annotated[
+        int, typer.Option(min=1, help="Number of uvicorn worker processes (default from SHRINK_API_WORKERS).")
+    ] = int(os.environ.get("SHRINK_API_WORKERS", "1")),
+) -> None:
+    """Run the HTTP API."""
     _exec(
         [
             _bin("uvicorn"),
             "api.app:create_app",
             "--factory",
             "--host",
-            args.host,
+            host,
             "--port",
-            str(args.port),
+            str(port),
             "--workers",
-            str(args.workers),
+            str(workers),
             "--no-access-log",
             "--proxy-headers",
         ]
     )
 
 
-def cmd_worker(args: argparse.Namespace) -> None:
+@_command(app, "worker")
+def run_worker(
+    queues: Annotated[
+        str, typer.Option(help="Comma-separated queues to consume: cpu, gpu (default from SHRINK_WORKER_QUEUES).")
+    ] = os.environ.get("SHRINK_WORKER_QUEUES", "cpu"),
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Jobs run at once (default from SHRINK_WORKER_CONCURRENCY).")
+    ] = int(os.environ.get("SHRINK_WORKER_CONCURRENCY", "1")),
+    loglevel: Annotated[str, typer.Option(help="Celery log level (DEBUG, INFO, WARNING, ERROR).")] = "INFO",
+    hostname: Annotated[str | None, typer.Option(help="Celery node name, e.g. w1@%h (default: Celery's).")] = None,
+) -> None:
+    """Run a Celery worker (it also runs the lease reaper)."""
     argv = [
         _bin("celery"),
         "-A",
         "worker.app:celery_app",
         "worker",
         "--queues",
-        args.queues,
+        queues,
         "--concurrency",
-        str(args.concurrency),
+        str(concurrency),
         # Threads: the engine runs in a sandboxed child process per job, so the pool only waits;
         # and the sandbox's parent-death signal then fires when the worker itself dies.
         "--pool",
         "threads",
         "--loglevel",
-        args.loglevel,
+        loglevel,
         "--without-gossip",
         "--without-mingle",
     ]
-    if args.hostname:
-        argv += ["--hostname", args.hostname]
+    if hostname:
+        argv += ["--hostname", hostname]
     _exec(argv)
 
 
-def cmd_reaper(args: argparse.Namespace) -> None:
+@_command(app, "reaper")
+def run_reaper(
+    once: Annotated[bool, typer.Option("--once", help="Sweep once, print what was done, and exit.")] = False,
+) -> None:
+    """Requeue jobs whose worker vanished."""
     from core.jobs.reaper import run_forever, sweep
 
-    if args.once:
+    if once:
         print(sweep())
     else:
         run_forever()
 
 
-def cmd_admin(args: argparse.Namespace) -> None:
+def _fail(message: str) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(1)
+
+
+def _require_migrated_database() -> None:
+    """Admin commands work on an existing, migrated database, and say which one they looked at:
+    the default SQLite file lies under SHRINK_DATA_DIR, relative to the current directory."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.engine import make_url
+
+    from core.db import alembic_config, get_engine
+    from core.settings import get_settings
+
+    settings = get_settings()
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") and not Path(url.database).exists():
+        where = "" if settings.database_url else (
+            " (SHRINK_DATABASE_URL is not set, so the database is looked for under SHRINK_DATA_DIR, by default ./var in the current directory)"
+        )
+        _fail(f"no database at {url.database}{where}: set SHRINK_DATABASE_URL to the service's database, or run `shrink migrate` to create one there")
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    with get_engine().connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    if current != head:
+        state = "empty" if current is None else f"at migration {current}, not {head}"
+        _fail(
+            f"the database at {url.render_as_string(hide_password=True)} is {state}: run `shrink migrate` with the same settings, "
+            "or set SHRINK_DATABASE_URL to the service's database"
+        )
+
+
+@contextmanager
+def _admin_session() -> Iterator[Session]:
+    """A committed transaction; the service's refusals become a message on stderr and exit 1."""
+    from sqlalchemy.exc import OperationalError
+
     from core.db import session_scope
+    from core.errors import ShrinkError
+
+    try:
+        _require_migrated_database()
+        with session_scope() as session:
+            yield session
+    except ShrinkError as error:
+        _fail(error.message)
+    except OperationalError as error:
+        _fail(f"cannot use the database: {str(error.orig).strip().splitlines()[0]} (SHRINK_DATABASE_URL names it)")
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment is not None else "never"
+
+
+def _key_status(key: ApiKey, now: datetime) -> str:
+    if key.revoked_at is not None:
+        return f"revoked {_when(key.revoked_at)}"
+    if key.expires_at is not None:
+        return f"{'expired' if key.expires_at <= now else 'expires'} {_when(key.expires_at)}"
+    return "active"
+
+
+@_command(admin, "admin", "create-tenant")
+def create_tenant(name: Annotated[str, typer.Argument(metavar="NAME", help="The tenant's name (unique).")]) -> None:
+    """Create a tenant; prints its id."""
     from core.tenants import service
 
-    with session_scope() as session:
-        if args.admin_command == "create-tenant":
-            tenant = service.create_tenant(session, args.name)
-            print(tenant.id)
-        elif args.admin_command == "create-key":
-            _, secret = service.create_api_key(session, args.tenant_id, label=args.label)
-            print(secret)
-        elif args.admin_command == "list-tenants":
-            for tenant in service.list_tenants(session):
-                print(f"{tenant.id}\t{tenant.name}")
+    with _admin_session() as session:
+        tenant_id = service.create_tenant(session, name).id
+    print(tenant_id)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shrink", description="Shrink: compression as a service")
-    sub = parser.add_subparsers(dest="command", required=True)
+@_command(admin, "admin", "list-tenants")
+def list_tenants() -> None:
+    """List tenants: id and name, one a line."""
+    from core.tenants import service
 
-    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    with _admin_session() as session:
+        for tenant in service.list_tenants(session):
+            print(f"{tenant.id}\t{tenant.name}")
 
-    api = sub.add_parser("api", help="run the HTTP API")
-    api.add_argument("--host", default=os.environ.get("SHRINK_API_HOST", "127.0.0.1"))
-    api.add_argument("--port", type=int, default=int(os.environ.get("SHRINK_API_PORT", "8000")))
-    api.add_argument("--workers", type=int, default=int(os.environ.get("SHRINK_API_WORKERS", "1")))
-    api.set_defaults(func=cmd_api)
 
-    worker = sub.add_parser("worker", help="run a Celery worker")
-    worker.add_argument("--queues", default=os.environ.get("SHRINK_WORKER_QUEUES", "cpu"))
-    worker.add_argument("--concurrency", type=int, default=int(os.environ.get("SHRINK_WORKER_CONCURRENCY", "1")))
-    worker.add_argument("--loglevel", default="INFO")
-    worker.add_argument("--hostname", default=None)
-    worker.set_defaults(func=cmd_worker)
+@_command(admin, "admin", "create-key")
+def create_key(
+    tenant_id: Annotated[str, typer.Argument(metavar="TENANT_ID", help="The tenant's id (ten_...).")],
+    label: Annotated[str, typer.Option(help="A note to recognise the key by in list-keys.")] = "",
+) -> None:
+    """Create an API key for a tenant; prints the key, which is shown only this once."""
+    from core.tenants import service
 
-    reaper = sub.add_parser("reaper", help="requeue jobs whose worker vanished")
-    reaper.add_argument("--once", action="store_true")
-    reaper.set_defaults(func=cmd_reaper)
+    with _admin_session() as session:
+        _, secret = service.create_api_key(session, tenant_id, label=label)
+    print(secret)
 
-    admin = sub.add_parser("admin", help="tenants and API keys")
-    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
-    create_tenant = admin_sub.add_parser("create-tenant")
-    create_tenant.add_argument("name")
-    create_key = admin_sub.add_parser("create-key")
-    create_key.add_argument("tenant_id")
-    create_key.add_argument("--label", default="")
-    admin_sub.add_parser("list-tenants")
-    admin.set_defaults(func=cmd_admin)
-    return parser
+
+@_command(admin, "admin", "list-keys")
+def list_keys(tenant_id: Annotated[str, typer.Argument(metavar="TENANT_ID", help="The tenant's id (ten_...).")]) -> None:
+    """List a tenant's API keys (id, label, created, last used, status); never their secrets."""
+    from core.models import utcnow
+    from core.tenants import service
+
+    with _admin_session() as session:
+        keys = service.list_api_keys(session, tenant_id)
+    now = utcnow()
+    print("ID\tLABEL\tCREATED\tLAST USED\tSTATUS")
+    for key in keys:
+        print(f"{key.id}\t{key.label or '-'}\t{_when(key.created_at)}\t{_when(key.last_used_at)}\t{_key_status(key, now)}")
+
+
+@_command(admin, "admin", "revoke-key")
+def revoke_key(key_id: Annotated[str, typer.Argument(metavar="KEY_ID", help="The key's id (key_..., from list-keys).")]) -> None:
+    """Revoke an API key: requests with it answer 401 from now on."""
+    from core.tenants import service
+
+    with _admin_session() as session:
+        revoked_at = service.revoke_api_key(session, key_id).revoked_at
+    print(f"{key_id} revoked {_when(revoked_at)}")
+
+
+@_command(admin, "admin", "rotate-key")
+def rotate_key(
+    key_id: Annotated[str, typer.Argument(metavar="KEY_ID", help="The key's id (key_..., from list-keys).")],
+    grace_hours: Annotated[float, typer.Option(min=0, help="Hours the old key keeps working; 0 ends it at once.")] = 24,
+) -> None:
+    """Replace an API key: prints a new key for the same tenant; the old one works until the grace period ends."""
+    from core.tenants import service
+
+    with _admin_session() as session:
+        old, new, secret = service.rotate_api_key(session, key_id, grace=timedelta(hours=grace_hours))
+    print(secret)
+    typer.echo(f"new key {new.id}; {old.id} works until {_when(old.expires_at)}", err=True)
+
+
+def _register_client_commands() -> None:
+    """The client's commands (``shrink_client``), where that package is installed."""
+    if importlib.util.find_spec("shrink_client") is not None:
+        importlib.import_module("shrink_client.cli").register(app)
+
+
+_register_client_commands()
+
+
+class CommandLine:
+    """Parses a ``shrink`` command line with the real commands, without running them: the deploy
+    files' commands are checked against it (tests/ops)."""
+
+    def parse_args(self, argv: Sequence[str]) -> argparse.Namespace:
+        parsed: dict[str, Any] = {}
+        token = _parsed.set(parsed)
+        try:
+            app(args=list(argv), prog_name="shrink")  # a refusal prints the usage and exits 2
+        except SystemExit as done:
+            if done.code not in (0, None) or not parsed:
+                raise
+        finally:
+            _parsed.reset(token)
+        return argparse.Namespace(**parsed)
+
+
+def build_parser() -> CommandLine:
+    return CommandLine()
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    args.func(args)
+    app(args=argv, prog_name="shrink")
 
 
 if __name__ == "__main__":

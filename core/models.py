@@ -84,6 +84,8 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Set when the key is rotated: the old key keeps working until then (the grace period).
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class UploadedFile:
