@@ -10,24 +10,24 @@
     shrink admin revoke-key KEY_ID          the key answers 401 from the next request on
     shrink admin rotate-key KEY_ID          prints a new key; the old one works for a grace period
 
+With the client package (``shrink_client``) installed, its commands join these: ``shrink
+compress``, ``shrink models|datasets|jobs|artifacts ...`` (docs/sdk.md).
+
 Service commands exec their server, so the ``shrink`` process becomes it (signals reach it).
 Admin commands print what scripts need (ids, keys) on stdout and refusals on stderr, exit 1.
 """
 
 from __future__ import annotations
 
-import argparse
-import functools
 import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -48,29 +48,6 @@ admin = typer.Typer(help="Tenants and API keys.", no_args_is_help=True)
 app.add_typer(admin, name="admin")
 
 
-# Set while ``CommandLine.parse_args`` runs the app: commands record their arguments instead of running.
-_parsed: ContextVar[dict[str, Any] | None] = ContextVar("shrink_parsed", default=None)
-F = TypeVar("F", bound=Callable[..., None])
-
-
-def _command(group: typer.Typer, *path: str) -> Callable[[F], F]:
-    """Registers a command of ``group``; ``path`` is its full name (``"admin", "create-key"``)."""
-
-    def register(func: F) -> F:
-        @functools.wraps(func)
-        def run(**params: Any) -> None:
-            parsed = _parsed.get()
-            if parsed is None:
-                func(**params)
-            else:
-                parsed.update(zip(("command", "admin_command"), path, strict=False), **params)
-
-        group.command(path[-1])(run)
-        return func
-
-    return register
-
-
 def _exec(argv: list[str]) -> NoReturn:
     os.execvp(argv[0], argv)
 
@@ -81,7 +58,7 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-@_command(app, "migrate")
+@app.command("migrate")
 def run_migrate() -> None:
     """Apply database migrations (to the latest)."""
     from core.db import migrate
@@ -90,7 +67,7 @@ def run_migrate() -> None:
     print("database is at the latest migration")
 
 
-@_command(app, "api")
+@app.command("api")
 def run_api(
     host: Annotated[str, typer.Option(help="Address to listen on (default from SHRINK_API_HOST).")] = os.environ.get("SHRINK_API_HOST", "127.0.0.1"),
     port: Annotated[int, typer.Option(help="Port to listen on (default from SHRINK_API_PORT).")] = int(os.environ.get("SHRINK_API_PORT", "8000")),
@@ -116,7 +93,7 @@ def run_api(
     )
 
 
-@_command(app, "worker")
+@app.command("worker")
 def run_worker(
     queues: Annotated[
         str, typer.Option(help="Comma-separated queues to consume: cpu, gpu (default from SHRINK_WORKER_QUEUES).")
@@ -151,7 +128,7 @@ def run_worker(
     _exec(argv)
 
 
-@_command(app, "reaper")
+@app.command("reaper")
 def run_reaper(
     once: Annotated[bool, typer.Option("--once", help="Sweep once, print what was done, and exit.")] = False,
 ) -> None:
@@ -227,7 +204,7 @@ def _key_status(key: ApiKey, now: datetime) -> str:
     return "active"
 
 
-@_command(admin, "admin", "create-tenant")
+@admin.command("create-tenant")
 def create_tenant(name: Annotated[str, typer.Argument(metavar="NAME", help="The tenant's name (unique).")]) -> None:
     """Create a tenant; prints its id."""
     from core.tenants import service
@@ -237,7 +214,7 @@ def create_tenant(name: Annotated[str, typer.Argument(metavar="NAME", help="The 
     print(tenant_id)
 
 
-@_command(admin, "admin", "list-tenants")
+@admin.command("list-tenants")
 def list_tenants() -> None:
     """List tenants: id and name, one a line."""
     from core.tenants import service
@@ -247,7 +224,7 @@ def list_tenants() -> None:
             print(f"{tenant.id}\t{tenant.name}")
 
 
-@_command(admin, "admin", "create-key")
+@admin.command("create-key")
 def create_key(
     tenant_id: Annotated[str, typer.Argument(metavar="TENANT_ID", help="The tenant's id (ten_...).")],
     label: Annotated[str, typer.Option(help="A note to recognise the key by in list-keys.")] = "",
@@ -260,7 +237,7 @@ def create_key(
     print(secret)
 
 
-@_command(admin, "admin", "list-keys")
+@admin.command("list-keys")
 def list_keys(tenant_id: Annotated[str, typer.Argument(metavar="TENANT_ID", help="The tenant's id (ten_...).")]) -> None:
     """List a tenant's API keys (id, label, created, last used, status); never their secrets."""
     from core.models import utcnow
@@ -274,7 +251,7 @@ def list_keys(tenant_id: Annotated[str, typer.Argument(metavar="TENANT_ID", help
         print(f"{key.id}\t{key.label or '-'}\t{_when(key.created_at)}\t{_when(key.last_used_at)}\t{_key_status(key, now)}")
 
 
-@_command(admin, "admin", "revoke-key")
+@admin.command("revoke-key")
 def revoke_key(key_id: Annotated[str, typer.Argument(metavar="KEY_ID", help="The key's id (key_..., from list-keys).")]) -> None:
     """Revoke an API key: requests with it answer 401 from now on."""
     from core.tenants import service
@@ -284,7 +261,7 @@ def revoke_key(key_id: Annotated[str, typer.Argument(metavar="KEY_ID", help="The
     print(f"{key_id} revoked {_when(revoked_at)}")
 
 
-@_command(admin, "admin", "rotate-key")
+@admin.command("rotate-key")
 def rotate_key(
     key_id: Annotated[str, typer.Argument(metavar="KEY_ID", help="The key's id (key_..., from list-keys).")],
     grace_hours: Annotated[float, typer.Option(min=0, help="Hours the old key keeps working; 0 ends it at once.")] = 24,
@@ -305,27 +282,6 @@ def _register_client_commands() -> None:
 
 
 _register_client_commands()
-
-
-class CommandLine:
-    """Parses a ``shrink`` command line with the real commands, without running them: the deploy
-    files' commands are checked against it (tests/ops)."""
-
-    def parse_args(self, argv: Sequence[str]) -> argparse.Namespace:
-        parsed: dict[str, Any] = {}
-        token = _parsed.set(parsed)
-        try:
-            app(args=list(argv), prog_name="shrink")  # a refusal prints the usage and exits 2
-        except SystemExit as done:
-            if done.code not in (0, None) or not parsed:
-                raise
-        finally:
-            _parsed.reset(token)
-        return argparse.Namespace(**parsed)
-
-
-def build_parser() -> CommandLine:
-    return CommandLine()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,7 +1,7 @@
 """What the deploy files may rely on: the ``shrink`` command line and the ``SHRINK_*`` variables.
 
-Both are read from the real code (``core.cli.build_parser``, ``core.settings.Settings`` and the
-variables ``core/cli.py`` reads itself), so a renamed flag or setting fails these tests instead
+Both are read from the real code (the commands of ``core.cli.app``, ``core.settings.Settings`` and
+the variables ``core/cli.py`` reads itself), so a renamed flag or setting fails these tests instead
 of a deployment.
 """
 
@@ -15,7 +15,9 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from core.cli import build_parser
+import typer.main
+
+from core.cli import app
 from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,18 +59,32 @@ def strip_init(argv: list[str]) -> list[str]:
 
 
 def parse_shrink_command(argv: list[str]) -> argparse.Namespace:
-    """Parse ``shrink ...`` with the real parser; fail with argparse's own message if it refuses."""
+    """Parse ``shrink ...`` with the real command tree, without running anything: each command's
+    callback, in a fresh copy of the tree, records its arguments instead. ``command`` is the
+    command's name (``admin_command`` the admin subcommand's)."""
     assert argv, "empty command"
     assert argv[0] == "shrink", f"command must start with the `shrink` console script: {argv}"
     assert all(isinstance(word, str) for word in argv), f"every word must be a string: {argv}"
+    tree = typer.main.get_command(app)  # new objects on every call: the app itself is untouched
+    parsed: dict[str, object] = {}
+
+    def record(node: object, path: tuple[str, ...]) -> None:
+        for name, sub in getattr(node, "commands", {}).items():
+            if hasattr(sub, "commands"):
+                record(sub, (*path, name))
+            else:
+                names = dict(zip(("command", "admin_command"), (*path, name), strict=False))
+                sub.callback = lambda names=names, **params: parsed.update(names, **params)
+
+    record(tree, ())
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr):
-            return build_parser().parse_args(argv[1:])
-    except SystemExit as exit_:
-        raise AssertionError(
-            f"`{' '.join(argv)}` is refused by core.cli: {stderr.getvalue()}"
-        ) from exit_
+            tree.main(args=argv[1:], prog_name="shrink", standalone_mode=False)
+    except Exception as refused:  # typer's usage errors
+        raise AssertionError(f"`{' '.join(argv)}` is refused by core.cli: {refused}") from refused
+    assert parsed, f"`{' '.join(argv)}` names no command"
+    return argparse.Namespace(**parsed)
 
 
 @contextlib.contextmanager
