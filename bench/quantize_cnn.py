@@ -7,7 +7,9 @@ Models:
 - the digits CNN (ONNX, trained on sklearn's load_digits by ``bench.materials``): accuracy on the
   450 test images; calibration on training images;
 - a ResNet-18-shaped CNN at 224x224 (torch, random weights in eval mode, exported to ONNX):
-  top-1 agreement with the original on generated images; calibration on other generated images.
+  top-1 agreement and output cosine to the original on generated images (with random weights
+  top-1 agreement alone says little: the cosine of the logits is the stricter check);
+  calibration on other generated images.
 
 Candidates, each produced by the real pass (``engine.registry.build_step``):
 - ``{"op": "quantize"}``: the default (``quantize.auto``);
@@ -99,7 +101,7 @@ def table(title: str, report: dict[str, Any], names: list[str], quality: str) ->
     print(f"\n{title}")
     head = (
         f"{'model':<40} {'size kB':>8} {'b1 p50 ms':>9} {'b1 speedup [95% CI]':>22} "
-        f"{'b8 p50 ms':>9} {'b8 speedup [95% CI]':>22} {quality:>10}"
+        f"{'b8 p50 ms':>9} {'b8 speedup [95% CI]':>22} {quality:>10} {'cos mean':>9} {'cos min':>8}"
     )
     print(head)
     print("-" * len(head))
@@ -120,6 +122,9 @@ def table(title: str, report: dict[str, Any], names: list[str], quality: str) ->
         else:
             value = m.get("fidelity", {}).get("top1_agreement", 1.0 if ratios is None else None)
         cells.append(f"{value:>10.4f}" if value is not None else f"{'-':>10}")
+        fidelity = m.get("fidelity", {}) if ratios is not None else {"cosine_mean": 1.0, "cosine_min": 1.0}
+        for key, width in (("cosine_mean", 9), ("cosine_min", 8)):
+            cells.append(f"{fidelity[key]:>{width}.4f}" if key in fidelity else f"{'-':>{width}}")
         print(" ".join(cells))
 
 
