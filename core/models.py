@@ -188,7 +188,9 @@ class IdempotencyRecord(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(200))
     route: Mapped[str] = mapped_column(String(200))
-    status_code: Mapped[int] = mapped_column(Integer)
+    # None while the first request holding the key is in flight (core/idempotency.py).
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
     body: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    request_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     __table_args__ = (UniqueConstraint("tenant_id", "key", name="uq_idempotency_tenant_key"),)

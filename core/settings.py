@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     job_time_limit_seconds: int = 6 * 3600 + 300
     worker_id: str | None = None
     work_dir: Path | None = None  # default: data_dir/work
+    # Finished jobs older than this are deleted by the reaper, artifacts included; None keeps them.
+    job_retention_days: float | None = None
+    # The longest a request may take (an upload's inspection included): an Idempotency-Key claim
+    # or a temporary file (partial upload, inspection folder) older than this was abandoned.
+    longest_request_seconds: float = 6 * 3600
 
     # Sandbox limits for the engine's child process (docs/architecture.md, sandbox).
     sandbox_memory_bytes: int = 16 * 1024**3

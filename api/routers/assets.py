@@ -47,7 +47,7 @@ def asset_router(
         response_model=out,
         summary=summary,
         openapi_extra={"requestBody": body},
-        responses=responses(400, 401, 409, 413, 415, 422),  # 409: a reused Idempotency-Key
+        responses=responses(400, 401, 409, 413, 415, 422),  # 409: an Idempotency-Key in flight or used elsewhere
     )
     async def upload(
         request: Request,

@@ -16,5 +16,5 @@ router = APIRouter(prefix="/v1/benchmarks", tags=["benchmarks"])
 
 @router.post("", status_code=202, response_model=JobOut, responses=SUBMIT_ERRORS)
 def create_benchmark(spec: BenchmarkSpec, session: SessionDep, tenant: CurrentTenant, idempotency_key: IdempotencyKey = None) -> JSONResponse:
-    return submit(session, tenant.id, "POST /v1/benchmarks", idempotency_key,
+    return submit(session, tenant.id, "POST /v1/benchmarks", idempotency_key, spec.model_dump(mode="json"),
                   lambda: service.create_benchmark_job(session, tenant.id, spec))

@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from api.deps import CurrentTenant, Cursor, IdempotencyKey, LastEventId, Limit, SessionDep
 from api.errors import responses
+from api.routers.uploads_common import answer_without_work
 from api.schemas import ArtifactList, ArtifactOut, JobOut, Page, Report
 from core import idempotency
 from core.db import new_session
@@ -29,20 +30,27 @@ from core.storage import get_storage
 log = get_logger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ERRORS = responses(400, 401, 404, 409, 422)
-# A spec submit: 409 is a reused Idempotency-Key, 413 a body past MAX_SPEC_BODY_BYTES.
+# A spec submit: 409 is a key used on another route or still in flight, 413 a body past
+# MAX_SPEC_BODY_BYTES, 422 also a key reused with another body.
 SUBMIT_ERRORS = responses(400, 401, 404, 409, 413, 422)
 LIST_ERRORS = responses(400, 401, 422)  # 400: a damaged cursor
 
 
-def submit(session: Any, tenant_id: str, route: str, key: str | None, create: Any) -> JSONResponse:
-    """Create a job, commit, then enqueue (never inside the open transaction)."""
-    previous = idempotency.lookup(session, tenant_id, key, route)
-    if previous is not None:
-        return JSONResponse(previous[1], status_code=previous[0])
-    job = create()
-    body = JobOut.of(job).model_dump(mode="json")
-    idempotency.remember(session, tenant_id, key, route, 202, body)
-    session.commit()
+def submit(session: Any, tenant_id: str, route: str, key: str | None, request: dict[str, Any], create: Any) -> JSONResponse:
+    """Claim the Idempotency-Key, create the job and store the response in one transaction, commit,
+    then enqueue (never inside the open transaction). A failure releases the key."""
+    outcome = idempotency.claim(tenant_id, key, route, idempotency.request_hash(route, request))
+    if isinstance(outcome, idempotency.Replay | idempotency.InFlight):
+        return answer_without_work(outcome, location=True)
+    try:
+        job = create()
+        body = JobOut.of(job).model_dump(mode="json")
+        idempotency.complete(session, outcome, 202, body)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        idempotency.release(outcome)
+        raise
     try:
         enqueue_job(job.id, job.queue)
     except Exception as exc:  # noqa: BLE001 - the job is recorded; the reaper sends it again
@@ -52,7 +60,8 @@ def submit(session: Any, tenant_id: str, route: str, key: str | None, create: An
 
 @router.post("", status_code=202, response_model=JobOut, responses=SUBMIT_ERRORS)
 def create_job(spec: JobSpec, session: SessionDep, tenant: CurrentTenant, idempotency_key: IdempotencyKey = None) -> JSONResponse:
-    return submit(session, tenant.id, "POST /v1/jobs", idempotency_key, lambda: service.create_job(session, tenant.id, spec))
+    return submit(session, tenant.id, "POST /v1/jobs", idempotency_key, spec.model_dump(mode="json"),
+                  lambda: service.create_job(session, tenant.id, spec))
 
 
 @router.get("", response_model=Page[JobOut], responses=LIST_ERRORS)

@@ -1,4 +1,5 @@
-"""What the model and dataset upload routes share: spool, ingest, remember the response."""
+"""What the POST routes share: the answer to a request whose Idempotency-Key another request
+holds, and, for the model and dataset uploads, spool, claim the key, ingest, remember the response."""
 
 from __future__ import annotations
 
@@ -9,11 +10,30 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from api.errors import error_body
 from api.uploads import spool
 from core import idempotency
-from core.db import new_session, session_scope
+from core.db import new_session
+from core.logging import get_logger
 from core.models import Tenant
 from core.settings import get_settings
+from core.storage import get_storage
+
+log = get_logger(__name__)
+
+
+def answer_without_work(outcome: idempotency.Replay | idempotency.InFlight, *, location: bool = False) -> JSONResponse:
+    """The stored response of the key's first request, or 409 while that request is in flight."""
+    if isinstance(outcome, idempotency.Replay):
+        headers = {"Location": f"/v1/jobs/{outcome.body['id']}"} if location and "id" in outcome.body else None
+        return JSONResponse(outcome.body, status_code=outcome.status_code, headers=headers)
+    body = error_body(
+        "idempotency_request_in_flight",
+        f"a request with Idempotency-Key {outcome.key!r} is still in progress; retry after {outcome.retry_after} s "
+        "to get its response",
+        {"field": "Idempotency-Key", "retry_after_seconds": outcome.retry_after},
+    )
+    return JSONResponse(body, status_code=409, headers={"Retry-After": str(outcome.retry_after)})
 
 
 async def handle_upload(
@@ -25,27 +45,40 @@ async def handle_upload(
     create: Callable[..., Any],
     render: Callable[[Any], dict[str, Any]],
 ) -> JSONResponse:
-    def _lookup() -> tuple[int, dict[str, Any]] | None:
-        with new_session() as session:
-            return idempotency.lookup(session, tenant.id, idempotency_key, route)
-
-    previous = await run_in_threadpool(_lookup)
-    if previous is not None:
-        return JSONResponse(previous[1], status_code=previous[0])
     settings = get_settings()
+    # The key is claimed after spooling, because the request's digest is the file's; nothing
+    # reaches storage before the claim is won, so a losing request leaves no object behind.
     upload = await spool(request, settings.resolved_work_dir / "uploads", settings.max_upload_bytes)
-    name = upload.fields.get("name") or request.query_params.get("name") or ""
-
-    def _ingest() -> dict[str, Any]:
-        with session_scope() as session:
-            record = create(session, tenant.id, path=upload.path, sha256=upload.sha256, size=upload.size,
-                            name=name[:300], filename=(upload.filename or "")[:300])
-            body = render(record)
-            idempotency.remember(session, tenant.id, idempotency_key, route, 201, body)
-        return body
-
     try:
-        body = await run_in_threadpool(_ingest)
+        name = upload.fields.get("name") or request.query_params.get("name") or ""
+        filename = (upload.filename or "")[:300]
+        digest = idempotency.request_hash(route, {"sha256": upload.sha256, "name": name[:300], "filename": filename})
+        outcome = await run_in_threadpool(idempotency.claim, tenant.id, idempotency_key, route, digest)
+        if isinstance(outcome, idempotency.Replay | idempotency.InFlight):
+            return answer_without_work(outcome)
+
+        def _ingest() -> dict[str, Any]:
+            stored_key: str | None = None
+            with new_session() as session:
+                try:
+                    record = create(session, tenant.id, path=upload.path, sha256=upload.sha256, size=upload.size,
+                                    name=name[:300], filename=filename)
+                    stored_key = record.storage_key
+                    body = render(record)
+                    idempotency.complete(session, outcome, 201, body)
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    if stored_key is not None:  # stored, but never recorded: no record will ever delete it
+                        get_storage().delete_prefix(stored_key)
+                    raise
+            return body
+
+        try:
+            body = await run_in_threadpool(_ingest)
+        except BaseException:
+            await run_in_threadpool(idempotency.release, outcome)
+            raise
     finally:
         upload.discard()
     return JSONResponse(body, status_code=201)
