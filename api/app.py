@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -12,6 +14,7 @@ from api.routers import artifacts, benchmarks, catalog, jobs, system
 from core.jobs.schemas import MAX_SPEC_BODY_BYTES
 from core.logging import configure_logging
 from core.settings import get_settings
+from core.storage import remove_stale_temporary_files
 
 DESCRIPTION = """Compression as a service for neural networks: upload a model (and a dataset),
 submit a recipe, poll or stream the job, read the benchmark report, download the smaller model.
@@ -47,9 +50,17 @@ class BodyLimit:
         await self.app(scope, receive_bounded, send)
 
 
+def clean_temporary_files() -> list[Path]:
+    """At start-up: remove the partial uploads and inspection folders that an API process which
+    crashed or was killed left behind (those older than the longest request)."""
+    settings = get_settings()
+    return remove_stale_temporary_files(settings.resolved_work_dir, settings.longest_request_seconds)
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    clean_temporary_files()
     app = FastAPI(title="Shrink", version="1.0.0", description=DESCRIPTION)
     errors.install(app)
     # Innermost, so that its 413 is counted and carries CORS headers like any answer.

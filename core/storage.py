@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -232,3 +233,30 @@ def job_prefix(tenant_id: str, job_id: str) -> str:
 def artifact_key(tenant_id: str, job_id: str, filename: str) -> str:
     # Deterministic per job and file, so a redelivered job overwrites instead of adding a second set.
     return f"{job_prefix(tenant_id, job_id)}{filename}"
+
+
+# Temporary files under the work folder (SHRINK_WORK_DIR) that a request leaves while it runs:
+# the upload spool (api/uploads.py) and inspection folders (core/catalog/service.py).
+UPLOAD_SPOOL = "uploads"
+UPLOAD_SPOOL_PATTERN = "upload-*"
+INSPECTION_PATTERN = "shrink-inspect-*"
+
+
+def remove_stale_temporary_files(work_dir: Path, max_age_seconds: float, *, now: float | None = None) -> list[Path]:
+    """Delete partial uploads and inspection folders older than the longest request: a process
+    that crashed or was killed left them. Younger ones may belong to a request still running."""
+    cutoff = (time.time() if now is None else now) - max_age_seconds
+    candidates = [*(work_dir / UPLOAD_SPOOL).glob(UPLOAD_SPOOL_PATTERN), *work_dir.glob(INSPECTION_PATTERN)]
+    removed = []
+    for path in candidates:
+        try:
+            if path.lstat().st_mtime >= cutoff:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        except FileNotFoundError:
+            continue  # its own request removed it meanwhile
+        removed.append(path)
+    return removed

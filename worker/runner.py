@@ -17,7 +17,7 @@ from typing import Any
 from core import storage as storage_mod
 from core.db import new_session
 from core.jobs import lease
-from core.jobs.states import JobState
+from core.jobs.states import TERMINAL, JobState
 from core.logging import get_logger
 from core.models import Job, StoredDataset, StoredModel
 from core.sandbox import run_engine
@@ -183,7 +183,16 @@ def execute(job_id: str) -> str:
     if outcome != "lease_lost":
         shutil.rmtree(job_root, ignore_errors=True)
         _notify(job_id)
+    elif _ended_or_deleted(job_id):
+        # Deleted or canceled under us: no later attempt will resume from the checkpoints.
+        shutil.rmtree(job_root, ignore_errors=True)
     return outcome
+
+
+def _ended_or_deleted(job_id: str) -> bool:
+    with new_session() as session:
+        job = session.get(Job, job_id)
+        return job is None or job.state in TERMINAL
 
 
 def _notify(job_id: str) -> None:

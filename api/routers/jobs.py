@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
@@ -83,6 +83,16 @@ def cancel_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> JobOu
     job = service.request_cancel(session, tenant.id, job_id)
     session.commit()
     return JobOut.of(job)
+
+
+@router.delete("/{job_id}", status_code=204, responses=responses(401, 404))
+def delete_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> Response:
+    """Cancel the job if it has not ended, then delete it with its candidates, events, report and
+    artifacts; its model and dataset may be deleted afterwards."""
+    prefix = service.delete_job(session, tenant.id, job_id)
+    session.commit()
+    service.delete_job_objects([prefix])
+    return Response(status_code=204)
 
 
 @router.get("/{job_id}/artifacts", response_model=ArtifactList, responses=ERRORS)

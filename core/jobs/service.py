@@ -1,13 +1,15 @@
 """The API's side of the job lifecycle (docs/architecture.md, job lifecycle): create, read, list
-and cancel jobs, and read their artifacts. The row in SQL is the truth; the broker carries only
+cancel and delete jobs, and read their artifacts. The row in SQL is the truth; the broker carries only
 wake-ups. These functions never commit: the route commits, then enqueues. The worker's side, the
 lease protocol, is core.jobs.lease."""
 
 from __future__ import annotations
 
+import contextlib
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from core import capabilities
@@ -17,10 +19,11 @@ from core.errors import Conflict, NotFound, ValidationFailed
 from core.ids import new_id
 from core.jobs.events import add_event
 from core.jobs.schemas import BenchmarkSpec, JobSpec
-from core.jobs.states import JobState
+from core.jobs.states import TERMINAL, JobState
 from core.logging import get_logger
-from core.models import Artifact, Job, utcnow
+from core.models import Artifact, Candidate, Job, JobEvent, utcnow
 from core.pagination import paginate
+from core.storage import get_storage, job_prefix
 from core.webhooks import check_webhook_url
 
 log = get_logger(__name__)
@@ -148,3 +151,43 @@ def get_artifact(session: Session, tenant_id: str, artifact_id: str) -> Artifact
     if artifact is None or artifact.tenant_id != tenant_id:
         raise NotFound(f"no artifact {artifact_id}", code="artifact_not_found")
     return artifact
+
+
+def delete_job(session: Session, tenant_id: str, job_id: str) -> str:
+    """Cancel the job if it has not ended, then delete its rows; returns its storage prefix, for
+    ``delete_job_objects`` once the caller has committed (a failed commit then leaves the
+    artifacts of a job that still exists, never a job whose artifacts are gone)."""
+    job = get_job(session, tenant_id, job_id)
+    if job.state not in TERMINAL:
+        with contextlib.suppress(Conflict):  # it ended meanwhile: nothing left to cancel
+            request_cancel(session, tenant_id, job_id)
+    return _delete_rows(session, job)
+
+
+def _delete_rows(session: Session, job: Job) -> str:
+    # The foreign keys cascade too; deleting the children here keeps that from being load-bearing.
+    for table in (Artifact, Candidate, JobEvent):
+        session.execute(delete(table).where(table.job_id == job.id))
+    session.execute(delete(Job).where(Job.id == job.id))
+    log.info("job.deleted", job_id=job.id, tenant_id=job.tenant_id, state=job.state)
+    return job_prefix(job.tenant_id, job.id)
+
+
+def delete_finished_before(session: Session, cutoff: datetime, *, limit: int = 100) -> list[str]:
+    """Delete up to ``limit`` jobs that finished before ``cutoff`` (retention), as DELETE does;
+    returns their storage prefixes for ``delete_job_objects`` after the caller commits."""
+    jobs = session.scalars(
+        select(Job).where(Job.state.in_(list(TERMINAL)), Job.finished_at.is_not(None), Job.finished_at < cutoff)
+        .order_by(Job.finished_at).limit(limit)
+    ).all()
+    return [_delete_rows(session, job) for job in jobs]
+
+
+def delete_job_objects(prefixes: list[str]) -> None:
+    """Remove deleted jobs' artifacts (report included) from storage."""
+    storage = get_storage()
+    for prefix in prefixes:
+        try:
+            storage.delete_prefix(prefix)
+        except Exception as exc:  # noqa: BLE001 - the rows are gone; a leftover object is logged, not fatal
+            log.warning("job.objects_not_deleted", prefix=prefix, error=str(exc))
