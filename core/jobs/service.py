@@ -21,7 +21,7 @@ from core.jobs.events import add_event
 from core.jobs.schemas import BenchmarkSpec, JobSpec
 from core.jobs.states import TERMINAL, JobState
 from core.logging import get_logger
-from core.models import Artifact, Candidate, Job, JobEvent, utcnow
+from core.models import Artifact, Candidate, IdempotencyRecord, Job, JobEvent, utcnow
 from core.pagination import paginate
 from core.storage import get_storage, job_prefix
 from core.webhooks import check_webhook_url
@@ -168,6 +168,9 @@ def _delete_rows(session: Session, job: Job) -> str:
     # The foreign keys cascade too; deleting the children here keeps that from being load-bearing.
     for table in (Artifact, Candidate, JobEvent):
         session.execute(delete(table).where(table.job_id == job.id))
+    # The submit's Idempotency-Key would replay a job that no longer exists: it goes too.
+    session.execute(delete(IdempotencyRecord).where(
+        IdempotencyRecord.tenant_id == job.tenant_id, IdempotencyRecord.body["id"].as_string() == job.id))
     session.execute(delete(Job).where(Job.id == job.id))
     log.info("job.deleted", job_id=job.id, tenant_id=job.tenant_id, state=job.state)
     return job_prefix(job.tenant_id, job.id)

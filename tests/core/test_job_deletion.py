@@ -18,7 +18,16 @@ from sqlalchemy import func, select, update
 from core.db import session_scope
 from core.jobs import lease
 from core.jobs.events import add_event
-from core.models import Artifact, Candidate, Job, JobEvent, StoredDataset, StoredModel, utcnow
+from core.models import (
+    Artifact,
+    Candidate,
+    IdempotencyRecord,
+    Job,
+    JobEvent,
+    StoredDataset,
+    StoredModel,
+    utcnow,
+)
 from core.settings import get_settings
 from core.storage import artifact_key, dataset_key, get_storage, model_key, sha256_file
 from core.tenants import service as tenants
@@ -89,6 +98,9 @@ def test_delete_removes_a_finished_job_with_its_records_and_objects_then_its_mod
     client, tenant_id, _ = api
     job_id = _job(tenant_id, "job_done", "succeeded", tmp_path)
     assert len(_objects(tenant_id, job_id)) == 2
+    with session_scope() as session:
+        for key, body in (("submit", {"id": job_id}), ("other", {"id": "job_other"})):
+            session.add(IdempotencyRecord(tenant_id=tenant_id, key=key, route="POST /v1/jobs", status_code=202, body=body))
     assert client.delete("/v1/models/mdl_a").json()["error"]["code"] == "model_in_use"
     response = client.delete(f"/v1/jobs/{job_id}")
     assert response.status_code == 204, response.text
@@ -96,6 +108,9 @@ def test_delete_removes_a_finished_job_with_its_records_and_objects_then_its_mod
     assert _objects(tenant_id, job_id) == []
     assert client.get(f"/v1/jobs/{job_id}").status_code == 404
     assert client.delete(f"/v1/jobs/{job_id}").status_code == 404
+    # The key that created it would replay a job that is gone: it is free again; others stay.
+    with session_scope() as session:
+        assert set(session.scalars(select(IdempotencyRecord.key))) == {"other"}
     assert client.delete("/v1/models/mdl_a").status_code == 204
     assert client.delete("/v1/datasets/ds_a").status_code == 204
 
