@@ -67,10 +67,10 @@ class Settings(BaseSettings):
 
     # Per-tenant quotas (docs/operations.md, quotas and rate limits): the defaults for tenants
     # without their own (`shrink admin set-quota`); None or 0 is no limit.
-    default_max_running_jobs: int | None = None
-    default_max_queued_jobs: int | None = None
-    default_max_storage_bytes: int | None = None
-    default_requests_per_second: int | None = None
+    default_max_running_jobs: int | None = Field(None, ge=0)
+    default_max_queued_jobs: int | None = Field(None, ge=0)
+    default_max_storage_bytes: int | None = Field(None, ge=0)
+    default_requests_per_second: int | None = Field(None, ge=0)
     # A `limits` storage URI (memory://, redis://host:6379/0). Empty: the broker's Redis when the
     # broker is Redis, else memory:// (counted per API process).
     rate_limit_storage: str = ""

@@ -16,9 +16,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from bench.stack import REDIS_URL_BASE
 from core.models import Job, StoredModel, Tenant, utcnow
 from tests.core.test_admin_cli import Shrink, _env
 from tests.services import clear_caches, require_service
+
+REDIS_URL = f"{REDIS_URL_BASE}/9"
 
 
 def _tenant(session, name: str, **quota: int) -> tuple[str, str]:
@@ -84,7 +87,8 @@ def test_requests_past_the_rate_answer_429_with_retry_after_and_spare_other_tena
 ) -> None:
     if storage == "redis":
         require_service("redis", "127.0.0.1", 6379)
-        monkeypatch.setenv("SHRINK_RATE_LIMIT_STORAGE", "redis://127.0.0.1:6379/7")
+        # A database no fixture flushes; the test's keys carry its own namespace (app_env).
+        monkeypatch.setenv("SHRINK_RATE_LIMIT_STORAGE", REDIS_URL)
         clear_caches()
     from core.db import session_scope
     from core.tenants.quotas import rate_limit_storage_uri
@@ -105,6 +109,27 @@ def test_requests_past_the_rate_answer_429_with_retry_after_and_spare_other_tena
     assert all(a.status_code == 200 for a in others)
     # Every authenticated route counts, not only this one.
     assert client.get("/v1/models", headers=_auth(busy)).status_code == 429
+    if storage == "redis":
+        import redis
+
+        from core.settings import get_settings
+
+        server = redis.Redis.from_url(REDIS_URL)
+        keys = list(server.scan_iter(f"*{get_settings().rate_limit_namespace}*"))
+        assert keys  # the counts were kept in Redis, not in this process
+        server.delete(*keys)
+
+
+def test_the_broker_redis_keeps_the_counts_unless_a_storage_is_named(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.tenants.quotas import rate_limit_storage_uri
+
+    assert rate_limit_storage_uri() == "memory://"  # the embedded default
+    monkeypatch.setenv("SHRINK_BROKER_URL", REDIS_URL)
+    clear_caches()
+    assert rate_limit_storage_uri() == REDIS_URL
+    monkeypatch.setenv("SHRINK_RATE_LIMIT_STORAGE", "memory://")
+    clear_caches()
+    assert rate_limit_storage_uri() == "memory://"
 
 
 def test_two_workers_claiming_at_once_never_run_two_jobs_past_the_running_limit(db_env: dict[str, str]) -> None:
