@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
 from api.metrics import metrics_middleware
-from api.routers import artifacts, benchmarks, catalog, jobs, system
+from api.routers import artifacts, benchmarks, catalog, jobs, quota, system
 from core.jobs.schemas import MAX_SPEC_BODY_BYTES
 from core.logging import configure_logging
 from core.settings import get_settings
@@ -78,4 +78,5 @@ def create_app() -> FastAPI:
         )
     for router in (catalog.models, catalog.datasets, jobs.router, artifacts.router, benchmarks.router, system.router):
         app.include_router(router)
+    quota.install(app)
     return app

@@ -13,6 +13,7 @@ from core.db import new_session
 from core.errors import BadRequest, Unauthorized
 from core.models import Tenant
 from core.settings import get_settings
+from core.tenants import quotas
 from core.tenants import service as tenants
 
 
@@ -35,7 +36,13 @@ def _tenant(session: SessionDep, authorization: Annotated[str | None, Header()] 
     return tenant
 
 
-CurrentTenant = Annotated[Tenant, Depends(_tenant)]
+def _rate_limited_tenant(session: SessionDep, tenant: Annotated[Tenant, Depends(_tenant)]) -> Tenant:
+    """Every authenticated route counts against its tenant's request rate (429 past it)."""
+    quotas.check_request_rate(session, tenant.id)
+    return tenant
+
+
+CurrentTenant = Annotated[Tenant, Depends(_rate_limited_tenant)]
 
 
 def _limit(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> int:

@@ -9,6 +9,7 @@
     shrink admin list-keys TENANT_ID        the tenant's keys, never their secrets
     shrink admin revoke-key KEY_ID          the key answers 401 from the next request on
     shrink admin rotate-key KEY_ID          prints a new key; the old one works for a grace period
+    shrink admin set-quota TENANT_ID [...]  a tenant's job, storage and request-rate limits
 
 With the client package (``shrink_client``) installed, its commands join these: ``shrink
 compress``, ``shrink models|datasets|jobs|artifacts ...`` (docs/sdk.md).
@@ -273,6 +274,27 @@ def rotate_key(
         old, new, secret = service.rotate_api_key(session, key_id, grace=timedelta(hours=grace_hours))
     print(secret)
     typer.echo(f"new key {new.id}; {old.id} works until {_when(old.expires_at)}", err=True)
+
+
+@admin.command("set-quota")
+def set_quota(
+    tenant_id: Annotated[str, typer.Argument(metavar="TENANT_ID", help="The tenant's id (ten_...).")],
+    max_running_jobs: Annotated[int | None, typer.Option(min=0, help="Jobs running at once; more wait queued. 0: no limit.")] = None,
+    max_queued_jobs: Annotated[int | None, typer.Option(min=0, help="Jobs waiting; a submit past it is refused (429). 0: no limit.")] = None,
+    max_storage_bytes: Annotated[int | None, typer.Option(min=0, help="Bytes of models, datasets and artifacts; an upload past it is refused (413). 0: no limit.")] = None,
+    requests_per_second: Annotated[int | None, typer.Option(min=0, help="API requests per second; more answer 429. 0: no limit.")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Forget the tenant's own limits first: the service's defaults (SHRINK_DEFAULT_*) apply.")] = False,
+) -> None:
+    """Set a tenant's quotas; limits not given keep their value. Prints the limits that apply now."""
+    from core.tenants import service
+
+    with _admin_session() as session:
+        limits = service.set_quota(
+            session, tenant_id, clear=clear, max_running_jobs=max_running_jobs, max_queued_jobs=max_queued_jobs,
+            max_storage_bytes=max_storage_bytes, requests_per_second=requests_per_second,
+        )
+    for name, value in limits.as_dict().items():
+        print(f"{name}\t{'unlimited' if value is None else value}")
 
 
 def _register_client_commands() -> None:

@@ -1,4 +1,4 @@
-"""ORM models: tenants, API keys, models, datasets, jobs, candidates, artifacts, job events,
+"""ORM models: tenants, their quotas, API keys, models, datasets, jobs, candidates, artifacts, job events,
 idempotency records. Alembic migrations in migrations/ create these tables."""
 
 from __future__ import annotations
@@ -71,6 +71,19 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TenantQuota(Base):
+    """A tenant's own limits. A missing row or a NULL column: the service's default
+    (``SHRINK_DEFAULT_*``); 0: no limit for this tenant, whatever the default."""
+
+    __tablename__ = "tenant_quotas"
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    max_running_jobs: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_queued_jobs: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_storage_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    requests_per_second: Mapped[int | None] = mapped_column(Integer, default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ApiKey(Base):

@@ -70,6 +70,17 @@ class Settings(BaseSettings):
     allow_private_webhooks: bool = False
     webhook_timeout_seconds: float = 10.0
 
+    # Per-tenant quotas (docs/operations.md, quotas and rate limits): the defaults for tenants
+    # without their own (`shrink admin set-quota`); None or 0 is no limit.
+    default_max_running_jobs: int | None = Field(None, ge=0)
+    default_max_queued_jobs: int | None = Field(None, ge=0)
+    default_max_storage_bytes: int | None = Field(None, ge=0)
+    default_requests_per_second: int | None = Field(None, ge=0)
+    # A `limits` storage URI (memory://, redis://host:6379/0). Empty: the broker's Redis when the
+    # broker is Redis, else memory:// (counted per API process).
+    rate_limit_storage: str = ""
+    rate_limit_namespace: str = "shrink-rate"
+
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -17,6 +17,7 @@ from core.logging import get_logger
 from core.models import Job, StoredDataset, StoredModel
 from core.pagination import paginate
 from core.settings import get_settings
+from core.tenants import quotas
 
 log = get_logger(__name__)
 Kind = Literal["model", "dataset"]
@@ -57,6 +58,7 @@ def _refusal(error: dict[str, Any]) -> ShrinkError:
 
 def _create(session: Session, kind: Kind, tenant_id: str, *, path: Path, sha256: str, size: int, name: str, filename: str) -> Any:
     """Inspect in the sandbox (a refused file raises before anything is stored), store, record."""
+    quotas.check_storage(session, tenant_id, size)
     info = inspect_upload(kind, path)
     record_id = new_id(kind)
     key = (storage_mod.model_key if kind == "model" else storage_mod.dataset_key)(tenant_id, record_id)

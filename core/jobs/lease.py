@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session, aliased
 
 from core.ids import new_id
 from core.jobs.events import add_event
@@ -22,6 +22,7 @@ from core.jobs.states import JobState
 from core.logging import get_logger
 from core.models import Artifact, Candidate, Job, utcnow
 from core.settings import get_settings
+from core.tenants import quotas
 
 log = get_logger(__name__)
 
@@ -34,22 +35,46 @@ class Claim:
 
 
 def claim(session: Session, job_id: str, worker_id: str) -> Claim | None:
-    """Take the job's lease if it is queued, or running under an expired lease. None: someone
-    else holds it, it has ended, or it does not exist (a duplicate or stale message)."""
+    """Take the job's lease if it is queued, or running under an expired lease, and its tenant
+    runs fewer jobs than its ``max_running_jobs``. None: someone else holds it, it has ended, it
+    does not exist (a duplicate or stale message), or it waits for one of its tenant's slots."""
     settings = get_settings()
     now = utcnow()
-    won = session.execute(
+    tenant_id = session.scalar(select(Job.tenant_id).where(Job.id == job_id))
+    if tenant_id is None:
+        session.rollback()
+        return None
+    limit = quotas.limits_of(session, tenant_id).max_running_jobs
+    taking = (
         update(Job)
         .where(Job.id == job_id, Job.cancel_requested.is_(False))
         .where((Job.state == JobState.QUEUED) | ((Job.state == JobState.RUNNING) & (Job.lease_expires_at < now)))
-        .values(
+    )
+    if limit is not None:
+        # The count and the take are one statement, and claims of one tenant's jobs take turns on
+        # its row: under READ COMMITTED each statement sees the claims committed before it, so two
+        # workers claiming at once cannot both take the last slot.
+        quotas.lock_tenant(session, tenant_id)
+        other = aliased(Job)
+        running = (
+            select(func.count()).select_from(other)
+            .where(other.tenant_id == tenant_id, other.state == JobState.RUNNING, other.id != job_id)
+            .scalar_subquery()
+        )
+        taking = taking.where(running < limit)
+    won = session.execute(
+        taking.values(
             state=JobState.RUNNING, worker_id=worker_id, attempts=Job.attempts + 1,
             lease_expires_at=now + timedelta(seconds=settings.lease_seconds), started_at=now,
             progress_stage="starting", progress_fraction=0.0, progress_message="",
         )
     ).rowcount
     if not won:
-        session.rollback()
+        if limit is not None and quotas.wait_for_slot(session, job_id):
+            session.commit()
+            log.info("job.waiting_for_slot", job_id=job_id, tenant_id=tenant_id, max_running_jobs=limit)
+        else:
+            session.rollback()
         return None
     job = session.get(Job, job_id)
     assert job is not None

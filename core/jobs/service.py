@@ -24,6 +24,7 @@ from core.logging import get_logger
 from core.models import Artifact, Candidate, IdempotencyRecord, Job, JobEvent, utcnow
 from core.pagination import paginate
 from core.storage import get_storage, job_prefix
+from core.tenants import quotas
 from core.webhooks import check_webhook_url
 
 log = get_logger(__name__)
@@ -56,6 +57,7 @@ def _check_inputs(session: Session, tenant_id: str, model_id: str, dataset_id: s
 def create_job(session: Session, tenant_id: str, spec: JobSpec) -> Job:
     """Validate the whole spec against the registry and the stored inputs, then record the job.
     The caller commits, then enqueues (never inside the open transaction)."""
+    quotas.check_queued_jobs(session, tenant_id)
     if spec.goal is not None:
         raise ValidationFailed(
             "goal-driven search is not available yet; send a recipe", code="goal_not_supported", detail={"field": "goal"}

@@ -1,4 +1,4 @@
-"""Tenants and their API keys."""
+"""Tenants, their API keys and their quotas."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 from core import security
 from core.errors import BadRequest, Conflict, NotFound, Unauthorized
 from core.ids import new_id
-from core.models import ApiKey, Tenant, utcnow
+from core.models import ApiKey, Tenant, TenantQuota, utcnow
 from core.settings import get_settings
+from core.tenants import quotas
 
 
 def _tenant_exists(name: str, tenant_id: str) -> Conflict:
@@ -124,3 +125,28 @@ def authenticate(session: Session, presented: str) -> Tenant:
         raise Unauthorized("unknown, revoked or expired API key: ask the service's operator for a new one", code="invalid_api_key")
     key.last_used_at = now
     return tenant
+
+
+def set_quota(session: Session, tenant_id: str, *, clear: bool = False, **values: int | None) -> quotas.Limits:
+    """Set the tenant's own limits (0: no limit); ``clear`` first forgets them all, so the
+    service's defaults apply again. A limit not given keeps its value. Returns what applies now."""
+    _get_tenant(session, tenant_id)
+    unknown = set(values) - set(quotas.FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown quota {sorted(unknown)[0]}; the quotas are {', '.join(quotas.FIELDS)}", detail={"field": sorted(unknown)[0]})
+    for name, value in values.items():
+        if value is not None and value < 0:
+            raise BadRequest(f"{name} cannot be negative; 0 is no limit", detail={"field": name})
+    own = session.get(TenantQuota, tenant_id)
+    if own is None:
+        own = TenantQuota(tenant_id=tenant_id)
+        session.add(own)
+    if clear:
+        for name in quotas.FIELDS:
+            setattr(own, name, None)
+    for name, value in values.items():
+        if value is not None:
+            setattr(own, name, value)
+    own.updated_at = utcnow()
+    session.flush()
+    return quotas.limits_of(session, tenant_id)
