@@ -10,6 +10,7 @@ from core.jobs import lease
 from core.logging import get_logger
 from core.queue import enqueue_job
 from core.settings import get_settings
+from core.webhooks.delivery import send_due as send_due_webhooks
 
 log = get_logger(__name__)
 
@@ -20,6 +21,10 @@ def sweep() -> list[str]:
     for job_id, queue in requeued:
         enqueue_job(job_id, queue)
         log.info("job.requeued", job_id=job_id, queue=queue)
+    try:
+        send_due_webhooks()
+    except Exception as exc:  # noqa: BLE001 - webhook retries never stop the requeueing of jobs
+        log.warning("reaper.webhooks_failed", error=str(exc))
     return [job_id for job_id, _ in requeued]
 
 
