@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = 10.0
     # Retries of a failed webhook (docs/architecture.md, webhooks): the delay before each retry,
     # the last one repeated, until this long after the first attempt.
-    webhook_retry_delays_seconds: list[float] = Field(default_factory=lambda: [5, 30, 120, 600, 1800, 3600])
+    webhook_retry_delays_seconds: list[float] = Field(default_factory=lambda: [5, 30, 120, 600, 1800, 3600], min_length=1)
     webhook_retry_window_seconds: float = 24 * 3600
     # After a rotation the previous signing secret also signs for this long.
     webhook_secret_overlap_seconds: float = 24 * 3600
