@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
 from api.metrics import metrics_middleware
-from api.routers import artifacts, benchmarks, catalog, jobs, quota, system
+from api.routers import artifacts, benchmarks, catalog, jobs, quota, system, webhooks
 from core.jobs.schemas import MAX_SPEC_BODY_BYTES
 from core.logging import configure_logging
 from core.settings import get_settings
@@ -76,7 +76,7 @@ def create_app() -> FastAPI:
             expose_headers=["Location"],
             max_age=600,
         )
-    for router in (catalog.models, catalog.datasets, jobs.router, artifacts.router, benchmarks.router, system.router):
+    for router in (catalog.models, catalog.datasets, jobs.router, artifacts.router, benchmarks.router, system.router, webhooks.router):
         app.include_router(router)
     quota.install(app)
     return app

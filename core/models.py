@@ -1,5 +1,6 @@
-"""ORM models: tenants, their quotas, API keys, models, datasets, jobs, candidates, artifacts, job events,
-idempotency records. Alembic migrations in migrations/ create these tables."""
+"""ORM models: tenants, their quotas, API keys, models, datasets, jobs, candidates, artifacts, job
+events, idempotency records, webhook deliveries. Alembic migrations in migrations/ create these
+tables."""
 
 from __future__ import annotations
 
@@ -71,6 +72,11 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Signs webhooks (core/webhooks/signing.py): made at the first need, kept readable because an
+    # HMAC needs the key itself. After a rotation the previous secret also signs until it expires.
+    webhook_secret: Mapped[str | None] = mapped_column(String(100), default=None)
+    webhook_secret_previous: Mapped[str | None] = mapped_column(String(100), default=None)
+    webhook_secret_previous_expires_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class TenantQuota(Base):
@@ -207,3 +213,30 @@ class IdempotencyRecord(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     __table_args__ = (UniqueConstraint("tenant_id", "key", name="uq_idempotency_tenant_key"),)
+
+
+class WebhookDelivery(Base):
+    """One attempt to deliver a job's webhook. A ``pending`` row is a retry that is due at
+    ``due_at``; a reaper sends it after claiming it (``pending -> sending``) with one conditional
+    UPDATE. Ids are deterministic (``whd_<job>_<attempt>``), so an attempt is recorded once
+    however many workers try; all attempts of a job share its ``message_id`` (``webhook-id``)."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    message_id: Mapped[str] = mapped_column(String(60))
+    attempt: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20))  # pending, sending, delivered, failed
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    error: Mapped[str | None] = mapped_column(String(500), default=None)
+    due_at: Mapped[datetime] = mapped_column()
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    # On a failed attempt: when the next one is due, or None when there is none (given up).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (
+        Index("ix_webhook_deliveries_job_attempt", "job_id", "attempt"),
+        Index("ix_webhook_deliveries_state_due", "state", "due_at"),
+    )

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     allow_unsafe_formats: bool = False
     allow_private_webhooks: bool = False
     webhook_timeout_seconds: float = 10.0
+    # Retries of a failed webhook (docs/architecture.md, webhooks): the delay before each retry,
+    # the last one repeated, until this long after the first attempt.
+    webhook_retry_delays_seconds: list[float] = Field(default_factory=lambda: [5, 30, 120, 600, 1800, 3600], min_length=1)
+    webhook_retry_window_seconds: float = 24 * 3600
+    # After a rotation the previous signing secret also signs for this long.
+    webhook_secret_overlap_seconds: float = 24 * 3600
 
     # Per-tenant quotas (docs/operations.md, quotas and rate limits): the defaults for tenants
     # without their own (`shrink admin set-quota`); None or 0 is no limit.

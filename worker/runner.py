@@ -196,12 +196,9 @@ def _ended_or_deleted(job_id: str) -> bool:
 
 
 def _notify(job_id: str) -> None:
-    with new_session() as session:
-        job = session.get(Job, job_id)
-        if job is None or not job.webhook_url:
-            return
-        payload = {"id": job.id, "state": job.state, "result": job.result, "error": job.error}
-        url = job.webhook_url
-    from core.webhooks import send
+    from core.webhooks.delivery import deliver_first
 
-    send(url, payload)
+    try:
+        deliver_first(job_id)  # records the attempt; a failed one is retried by the reaper
+    except Exception as exc:  # noqa: BLE001 - a webhook failure never fails the job
+        log.warning("webhook.failed", job_id=job_id, error=str(exc))

@@ -19,6 +19,7 @@ from core.models import Job, utcnow
 from core.queue import enqueue_job
 from core.settings import get_settings
 from core.storage import remove_stale_temporary_files
+from core.webhooks.delivery import send_due as send_due_webhooks
 
 log = get_logger(__name__)
 
@@ -32,6 +33,10 @@ def sweep() -> list[str]:
         log.info("job.requeued", job_id=job_id, queue=queue)
     delete_expired_jobs()
     clean_work_dir()
+    try:
+        send_due_webhooks()
+    except Exception as exc:  # noqa: BLE001 - webhook retries never stop the requeueing of jobs
+        log.warning("reaper.webhooks_failed", error=str(exc))
     return [job_id for job_id, _ in requeued]
 
 

@@ -1,19 +1,17 @@
-"""Webhooks: a POST with the job's final record. URLs given by users must be well-formed, and are
-checked against every address that is not public unicast (private, loopback, link-local,
-multicast, broadcast, reserved; SSRF) unless an operator allows them."""
+"""Webhook URLs: given by users, so they must be well-formed, and their hosts are checked against
+every address that is not public unicast (private, loopback, link-local, multicast, broadcast,
+reserved; SSRF) unless an operator allows them: at submit, and again at each delivery, where the
+one resolution that is checked is also the address connected to (no DNS rebinding)."""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Any
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from core.errors import ValidationFailed
-from core.logging import get_logger
 from core.settings import get_settings
-
-log = get_logger(__name__)
 
 
 def _refuse(message: str) -> ValidationFailed:
@@ -48,25 +46,44 @@ def _host_and_port(url: str) -> tuple[str, int]:
     return ascii_host, port or (443 if parts.scheme == "https" else 80)
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where one delivery goes: the URL's host name and port, and the address it resolved to."""
+
+    host: str
+    port: int
+    address: str
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, ValueError):  # gaierror, or a name the resolver cannot take
+        raise _refuse(f"webhook host {host!r} does not resolve") from None
+    # An IPv6 scope ("fe80::1%eth0") is not part of the address.
+    return [str(info[4][0]).split("%", 1)[0] for info in infos]
+
+
+def _check_public(host: str, addresses: list[str]) -> None:
+    for address in addresses:
+        if not _is_public(ipaddress.ip_address(address)):
+            raise _refuse(f"webhook host {host!r} resolves to a non-public address (private, loopback, multicast or reserved)")
+
+
 def check_webhook_url(url: str) -> None:
     host, port = _host_and_port(url)
     if get_settings().allow_private_webhooks:
         return
-    try:
-        infos = socket.getaddrinfo(host, port)
-    except (OSError, ValueError):  # gaierror, or a name the resolver cannot take
-        raise _refuse(f"webhook host {host!r} does not resolve") from None
-    for info in infos:
-        if not _is_public(ipaddress.ip_address(info[4][0])):
-            raise _refuse(f"webhook host {host!r} resolves to a non-public address (private, loopback, multicast or reserved)")
+    _check_public(host, _resolve(host, port))
 
 
-def send(url: str, payload: dict[str, Any]) -> None:
-    import httpx
-
-    try:
-        check_webhook_url(url)  # again at send time: DNS may have changed since submit
-        httpx.post(url, json=payload, timeout=get_settings().webhook_timeout_seconds, follow_redirects=False)
-        log.info("webhook.sent", url=url, job_id=payload.get("id"))
-    except Exception as exc:  # noqa: BLE001 - a webhook failure never fails the job
-        log.warning("webhook.failed", url=url, error=str(exc))
+def resolve_target(url: str) -> Target:
+    """Resolve the URL's host once and check every answer: the delivery then connects to the
+    first one, so a DNS answer that changes after this check (rebinding) is never used."""
+    host, port = _host_and_port(url)
+    addresses = _resolve(host, port)
+    if not addresses:
+        raise _refuse(f"webhook host {host!r} does not resolve")
+    if not get_settings().allow_private_webhooks:
+        _check_public(host, addresses)
+    return Target(host=host, port=port, address=addresses[0])
