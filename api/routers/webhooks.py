@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from api.deps import CurrentTenant, IdempotencyKey, SessionDep
 from api.errors import responses
+from api.routers.uploads_common import answer_without_work
 from core import idempotency
 from core.models import Tenant, WebhookDelivery, utcnow
 from core.webhooks import delivery, signing
@@ -56,14 +58,22 @@ def get_secret(session: SessionDep, tenant: CurrentTenant) -> WebhookSecret:
 
 
 @router.post("/v1/webhooks/secret/rotate", response_model=WebhookSecret, responses=responses(400, 401, 409, 422))
-def rotate_secret(session: SessionDep, tenant: CurrentTenant, idempotency_key: IdempotencyKey = None) -> WebhookSecret:
+def rotate_secret(session: SessionDep, tenant: CurrentTenant, idempotency_key: IdempotencyKey = None) -> Any:
     route = "POST /v1/webhooks/secret/rotate"
     # A repeated key answers the current secret without rotating again (which would end the
     # previous secret's overlap early); the secret itself is never copied into the record.
-    if idempotency.lookup(session, tenant.id, idempotency_key, route) is None:
-        signing.rotate(session, tenant.id)
-        idempotency.remember(session, tenant.id, idempotency_key, route, 200, {"rotated": True})
-        session.commit()
+    outcome = idempotency.claim(tenant.id, idempotency_key, route, idempotency.request_hash(route, {}))
+    if isinstance(outcome, idempotency.InFlight):
+        return answer_without_work(outcome)
+    if not isinstance(outcome, idempotency.Replay):
+        try:
+            signing.rotate(session, tenant.id)
+            idempotency.complete(session, outcome, 200, {"rotated": True})
+            session.commit()
+        except BaseException:
+            session.rollback()
+            idempotency.release(outcome)
+            raise
     return WebhookSecret.of(signing.current_secret(session, tenant.id))
 
 
