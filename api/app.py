@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import errors
+from api import errors, openapi
 from api.metrics import metrics_middleware
 from api.routers import artifacts, benchmarks, catalog, jobs, quota, system, webhooks
 from core.jobs.schemas import MAX_SPEC_BODY_BYTES
@@ -18,7 +17,9 @@ from core.storage import remove_stale_temporary_files
 
 DESCRIPTION = """Compression as a service for neural networks: upload a model (and a dataset),
 submit a recipe, poll or stream the job, read the benchmark report, download the smaller model.
-Every route but health needs `Authorization: Bearer <api key>`."""
+Every route but health, readiness and metrics needs `Authorization: Bearer <api key>` (the
+`bearer` security scheme: **Authorize** in /docs). A recipe step is one of the `RecipeStep`
+schemas, as `GET /v1/capabilities` lists them."""
 
 
 class BodyLimit:
@@ -57,11 +58,14 @@ def clean_temporary_files() -> list[Path]:
     return remove_stale_temporary_files(settings.resolved_work_dir, settings.longest_request_seconds)
 
 
-def create_app() -> FastAPI:
+def create_app() -> openapi.ShrinkAPI:
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     clean_temporary_files()
-    app = FastAPI(title="Shrink", version="1.0.0", description=DESCRIPTION)
+    # FastAPI's own docs pages load from a CDN and its /openapi.json is built on the event loop:
+    # api/openapi.py serves all three instead.
+    app = openapi.ShrinkAPI(title="Shrink", version="1.0.0", description=DESCRIPTION,
+                            openapi_url=None, docs_url=None, redoc_url=None)
     errors.install(app)
     # Innermost, so that its 413 is counted and carries CORS headers like any answer.
     app.add_middleware(BodyLimit, max_bytes=MAX_SPEC_BODY_BYTES,
@@ -79,4 +83,5 @@ def create_app() -> FastAPI:
     for router in (catalog.models, catalog.datasets, jobs.router, artifacts.router, benchmarks.router, system.router, webhooks.router):
         app.include_router(router)
     quota.install(app)
+    openapi.install(app)
     return app

@@ -16,6 +16,7 @@ router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 @router.get(
     "/{artifact_id}/download",
     response_model=None,
+    summary="Download an artifact: a redirect to a short-lived URL, or the bytes themselves",
     responses={200: {"content": {"application/octet-stream": {}}}, 307: {"description": "presigned URL"}, 404: {"model": ErrorResponse}},
 )
 def download(artifact_id: str, session: SessionDep, tenant: CurrentTenant) -> StreamingResponse | RedirectResponse:

@@ -61,7 +61,8 @@ def asset_router(
             create=create, render=lambda row: out.of(row).model_dump(mode="json"),
         )
 
-    @router.get("", response_model=Page[out], responses=responses(400, 401, 422))  # type: ignore[valid-type]
+    @router.get("", response_model=Page[out], summary=f"List the {plural}, newest first, a page at a time",
+                responses=responses(400, 401, 422))  # type: ignore[valid-type]
     def list_(
         session: SessionDep,
         tenant: CurrentTenant,
@@ -73,11 +74,13 @@ def asset_router(
         rows, next_cursor = list_rows(session, tenant.id, cursor=cursor, limit=limit, name=name, fmt=format)
         return {"items": [out.of(r) for r in rows], "next_cursor": next_cursor}
 
-    @router.get("/{record_id}", response_model=out, responses=responses(401, 404))
+    @router.get("/{record_id}", response_model=out, summary=f"Read one of the {plural}: its record and what inspection found",
+                responses=responses(401, 404))
     def get(record_id: str, session: SessionDep, tenant: CurrentTenant) -> Any:
         return out.of(get_row(session, tenant.id, record_id))
 
-    @router.delete("/{record_id}", status_code=204, responses=responses(401, 404, 409))
+    @router.delete("/{record_id}", status_code=204, summary=f"Delete one of the {plural} and its stored file",
+                   responses=responses(401, 404, 409))
     def delete(record_id: str, session: SessionDep, tenant: CurrentTenant) -> Response:
         delete_row(session, tenant.id, record_id)
         session.commit()

@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Body, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
@@ -34,6 +34,25 @@ ERRORS = responses(400, 401, 404, 409, 422)
 # MAX_SPEC_BODY_BYTES, 422 also a key reused with another body.
 SUBMIT_ERRORS = responses(400, 401, 404, 409, 413, 422)
 LIST_ERRORS = responses(400, 401, 422)  # 400: a damaged cursor
+JOB_EXAMPLES = {
+    "recipe": {
+        "summary": "prune, then quantize with the op's default method",
+        "value": {
+            "model_id": "mdl_7k2q9x4m1c8v3b6n5z0w",
+            "dataset_id": "ds_4h8j2k6l0p3o9i1u7y5t",
+            "recipe": [
+                {"op": "prune", "method": "structured", "ratio": 0.3},
+                {"op": "quantize"},
+            ],
+            "benchmark": {"batch_sizes": [1, 8]},
+            "labels": {"team": "search"},
+        },
+    },
+    "one_method": {
+        "summary": "one method with its options",
+        "value": {"model_id": "mdl_7k2q9x4m1c8v3b6n5z0w", "recipe": [{"op": "quantize", "method": "dynamic", "per_channel": True}]},
+    },
+}
 
 
 def submit(session: Any, tenant_id: str, route: str, key: str | None, request: dict[str, Any], create: Any) -> JSONResponse:
@@ -58,13 +77,14 @@ def submit(session: Any, tenant_id: str, route: str, key: str | None, request: d
     return JSONResponse(body, status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
-@router.post("", status_code=202, response_model=JobOut, responses=SUBMIT_ERRORS)
-def create_job(spec: JobSpec, session: SessionDep, tenant: CurrentTenant, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+@router.post("", status_code=202, response_model=JobOut, summary="Submit a job: compress a stored model with a recipe, then benchmark it",
+             responses=SUBMIT_ERRORS)
+def create_job(spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)], session: SessionDep, tenant: CurrentTenant, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     return submit(session, tenant.id, "POST /v1/jobs", idempotency_key, spec.model_dump(mode="json"),
                   lambda: service.create_job(session, tenant.id, spec))
 
 
-@router.get("", response_model=Page[JobOut], responses=LIST_ERRORS)
+@router.get("", response_model=Page[JobOut], summary="List jobs, newest first, by state or model", responses=LIST_ERRORS)
 def list_jobs(
     session: SessionDep, tenant: CurrentTenant, limit: Limit, cursor: Cursor = None,
     state: JobState | None = None, model_id: Annotated[str | None, Query(max_length=40)] = None,
@@ -73,19 +93,21 @@ def list_jobs(
     return Page[JobOut](items=[JobOut.of(j) for j in rows], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
+@router.get("/{job_id}", response_model=JobOut, summary="Read a job: its state, progress, error and result", responses=ERRORS)
 def get_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> JobOut:
     return JobOut.of(service.get_job(session, tenant.id, job_id))
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut, responses=ERRORS)
+@router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a job: at once when queued, between passes when running",
+             responses=ERRORS)
 def cancel_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> JobOut:
     job = service.request_cancel(session, tenant.id, job_id)
     session.commit()
     return JobOut.of(job)
 
 
-@router.delete("/{job_id}", status_code=204, responses=responses(401, 404))
+@router.delete("/{job_id}", status_code=204, summary="Delete a job with its report and artifacts (canceled first if it has not ended)",
+               responses=responses(401, 404))
 def delete_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> Response:
     """Cancel the job if it has not ended, then delete it with its candidates, events, report and
     artifacts; its model and dataset may be deleted afterwards."""
@@ -95,7 +117,8 @@ def delete_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> Respo
     return Response(status_code=204)
 
 
-@router.get("/{job_id}/artifacts", response_model=ArtifactList, responses=ERRORS)
+@router.get("/{job_id}/artifacts", response_model=ArtifactList, summary="List a job's artifacts: models, report, manifest",
+            responses=ERRORS)
 def list_artifacts(job_id: str, session: SessionDep, tenant: CurrentTenant) -> ArtifactList:
     return ArtifactList(items=[ArtifactOut.of(a) for a in service.artifacts_of(session, tenant.id, job_id)])
 
@@ -114,6 +137,7 @@ def load_report(session: Any, tenant_id: str, job_id: str) -> dict[str, Any]:
     "/{job_id}/report",
     response_model=Report,
     response_class=JSONResponse,
+    summary="Read a finished job's benchmark report, as JSON or a self-contained HTML page",
     responses={**ERRORS, 200: {"content": {"text/html": {}}, "description": "JSON, or with ?format=html a self-contained page"}},
 )
 def get_report(
@@ -134,6 +158,7 @@ def get_report(
 
 @router.get(
     "/{job_id}/events",
+    summary="Stream a job's state, progress and log as server-sent events (resumes after Last-Event-ID)",
     responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events: state, progress, log"}, **ERRORS},
 )
 async def stream_events(job_id: str, tenant: CurrentTenant, start: LastEventId) -> StreamingResponse:

@@ -33,7 +33,8 @@ class QuotaOut(BaseModel):
     usage: QuotaUsage
 
 
-@router.get("/v1/quota", response_model=QuotaOut, responses=responses(401, 429))
+@router.get("/v1/quota", response_model=QuotaOut, summary="Read the tenant's quotas and what it uses of them",
+            responses=responses(401, 429))
 def get_quota(session: SessionDep, tenant: CurrentTenant) -> QuotaOut:
     return QuotaOut.model_validate(quotas.describe(session, tenant.id))
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from api.deps import CurrentTenant
+from api.errors import responses
 from api.metrics import render_metrics
 from api.schemas import Capabilities
 from core.capabilities import get_capabilities
@@ -22,7 +23,9 @@ from core.storage import get_storage
 router = APIRouter(tags=["system"])
 
 
-@router.get("/v1/capabilities", response_model=Capabilities)
+@router.get("/v1/capabilities", response_model=Capabilities,
+            summary="List the passes (each step's JSON schema), each op's default method, the formats and the limits",
+            responses=responses(401))
 def capabilities(tenant: CurrentTenant) -> dict[str, Any]:
     settings = get_settings()
     return {
@@ -33,12 +36,12 @@ def capabilities(tenant: CurrentTenant) -> dict[str, Any]:
     }
 
 
-@router.get("/healthz", include_in_schema=True)
+@router.get("/healthz", summary="Liveness: the API process answers")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", summary="Readiness: the database, the broker and the storage answer (503 otherwise)")
 async def readyz() -> JSONResponse:
     checks: dict[str, str] = {}
 

@@ -52,12 +52,15 @@ class WebhookDeliveryList(BaseModel):
     items: list[WebhookDeliveryOut]
 
 
-@router.get("/v1/webhooks/secret", response_model=WebhookSecret, responses=responses(401))
+@router.get("/v1/webhooks/secret", response_model=WebhookSecret, summary="Read the secret that signs the tenant's webhooks",
+            responses=responses(401))
 def get_secret(session: SessionDep, tenant: CurrentTenant) -> WebhookSecret:
     return WebhookSecret.of(signing.current_secret(session, tenant.id))
 
 
-@router.post("/v1/webhooks/secret/rotate", response_model=WebhookSecret, responses=responses(400, 401, 409, 422))
+@router.post("/v1/webhooks/secret/rotate", response_model=WebhookSecret,
+             summary="Rotate the webhook secret (the old one keeps signing during the overlap)",
+             responses=responses(400, 401, 409, 422))
 def rotate_secret(session: SessionDep, tenant: CurrentTenant, idempotency_key: IdempotencyKey = None) -> Any:
     route = "POST /v1/webhooks/secret/rotate"
     # A repeated key answers the current secret without rotating again (which would end the
@@ -77,6 +80,7 @@ def rotate_secret(session: SessionDep, tenant: CurrentTenant, idempotency_key: I
     return WebhookSecret.of(signing.current_secret(session, tenant.id))
 
 
-@router.get("/v1/jobs/{job_id}/webhooks", response_model=WebhookDeliveryList, responses=responses(401, 404))
+@router.get("/v1/jobs/{job_id}/webhooks", response_model=WebhookDeliveryList,
+            summary="List a job's webhook delivery attempts", responses=responses(401, 404))
 def list_job_webhooks(job_id: str, session: SessionDep, tenant: CurrentTenant) -> WebhookDeliveryList:
     return WebhookDeliveryList(items=[WebhookDeliveryOut.of(r) for r in delivery.list_deliveries(session, tenant.id, job_id)])
