@@ -14,6 +14,7 @@ from shrink_client import (
     Artifact,
     AsyncClient,
     Client,
+    Conflict,
     ConnectionFailed,
     Retry,
     Unavailable,
@@ -50,6 +51,42 @@ def test_429_is_retried_after_the_servers_retry_after_with_the_same_idempotency_
     job = _client(handler).submit("mdl_1", recipe=[{"op": "quantize"}])
     assert job.id == "job_1" and sleeps == [7.0]
     assert len(keys) == 2 and keys[0] == keys[1]
+
+
+def test_a_submit_meeting_its_own_first_request_in_flight_waits_and_gets_its_reply(sleeps: list[float]) -> None:
+    """After a lost answer, the retry can reach the service while the first request with that key
+    still runs: 409 idempotency_request_in_flight, then the stored reply."""
+    keys: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers["Idempotency-Key"])
+        if len(keys) == 1:
+            return httpx.Response(409, headers={"Retry-After": "2"},
+                                  json={"error": {"code": "idempotency_request_in_flight", "message": "in flight"}})
+        return httpx.Response(202, json=JOB)
+
+    assert _client(handler).submit("mdl_1", recipe=[{"op": "quantize"}]).id == "job_1"
+    assert sleeps == [2.0] and keys[0] == keys[1]
+
+
+def test_other_conflicts_are_not_retried(sleeps: list[float]) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(409, json={"error": {"code": "model_in_use", "message": "jobs refer to it"}})
+
+    with pytest.raises(Conflict):
+        _client(handler).delete_model("mdl_1")
+    assert sleeps == []
+
+
+def test_delete_job_sends_delete(sleeps: list[float]) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path))
+        return httpx.Response(204)
+
+    _client(handler).delete_job("job_1")
+    assert seen == [("DELETE", "/v1/jobs/job_1")]
 
 
 def test_attempts_are_bounded_and_the_last_answer_is_raised_typed(sleeps: list[float]) -> None:

@@ -39,6 +39,9 @@ CHUNK = 1 << 20
 ID = re.compile(r"[A-Za-z0-9_-]{1,100}")  # what goes into a URL path: never a / ? or #
 # Statuses worth another try: the server asks to slow down, or is briefly unavailable.
 RETRY_STATUSES = frozenset({429, 503})
+# A 409 with this code: the first request with this Idempotency-Key is still running (a retry
+# after a lost answer can meet it); its Retry-After says when its stored reply will be ready.
+IN_FLIGHT = "idempotency_request_in_flight"
 Progress = Callable[[int, int], None]
 """A progress callback: ``(bytes_done, bytes_total)``."""
 
@@ -79,12 +82,21 @@ class Retry:
         if attempt >= self.attempts:
             return None
         if response is not None:
-            if response.status_code not in RETRY_STATUSES:
+            if response.status_code not in RETRY_STATUSES and not _in_flight(response):
                 return None
             after = retry_after(response)
             if after is not None:
                 return min(after, self.max_delay)
         return min(self.backoff * 2 ** (attempt - 1), self.max_delay) * random.uniform(0.5, 1.0)
+
+
+def _in_flight(response: httpx.Response) -> bool:
+    if response.status_code != 409:
+        return False
+    try:
+        return response.json()["error"]["code"] == IN_FLIGHT
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 def retry_after(response: httpx.Response) -> float | None:

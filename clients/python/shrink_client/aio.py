@@ -121,6 +121,10 @@ class AsyncClient:
     async def delete_model(self, model: str | Model) -> None:
         await self._call(p.delete("models", model))
 
+    async def delete_job(self, job: str | AsyncJob) -> None:
+        """Delete a job with its report and artifacts (the service cancels it first if it runs)."""
+        await self._call(p.delete("jobs", job))
+
     async def delete_dataset(self, dataset: str | Dataset) -> None:
         await self._call(p.delete("datasets", dataset))
 

@@ -122,6 +122,10 @@ class Client:
     def delete_dataset(self, dataset: str | Dataset) -> None:
         self._call(p.delete("datasets", dataset))
 
+    def delete_job(self, job: str | Job) -> None:
+        """Delete a job with its report and artifacts (the service cancels it first if it runs)."""
+        self._call(p.delete("jobs", job))
+
     def models(self, *, name: str | None = None, format: str | None = None, page_size: int | None = None) -> Iterator[Model]:
         """Every model, newest first (all pages)."""
         return self._pages(lambda c: p.page("models", Model, c, page_size, {"name": name, "format": format}))
