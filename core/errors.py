@@ -70,6 +70,9 @@ ENGINE_CODE_STATUS = {
     "spec_invalid": 422,
     "pass_not_applicable": 422,
     "conversion_unsupported": 422,
+    # The sandbox's memory, CPU-time, wall-time or file-size limit (core/sandbox.py); an upload
+    # that needs more memory or disk than allowed is too large (413, core/catalog/service.py).
+    "resource_limit": 422,
 }
 
 

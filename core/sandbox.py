@@ -7,6 +7,10 @@ it; and a parent-death signal, so it dies with a SIGKILLed worker.
 
 Progress arrives as JSON lines on a dedicated pipe (stdout carries whatever libraries print); the
 result is the last marked line of stdout (engine/cli.py).
+
+A run that hits a limit fails with code ``resource_limit``, naming the limit and the setting that
+raises it. The engine's log (tracebacks, library noise) is the caller's to log; it is never part
+of an error a user reads.
 """
 
 from __future__ import annotations
@@ -40,7 +44,45 @@ class SandboxResult:
     returncode: int | None = None
     canceled: bool = False
     timed_out: bool = False
-    log_tail: str = ""
+    log_tail: str = ""  # for the server's log only: tracebacks name server paths
+
+
+# Each limit: the setting that raises it.
+LIMIT_SETTINGS = {
+    "memory": "SHRINK_SANDBOX_MEMORY_BYTES",
+    "cpu_time": "SHRINK_SANDBOX_CPU_SECONDS",
+    "file_size": "SHRINK_SANDBOX_FILE_BYTES",
+}
+LIMIT_WORDS = {"memory": "memory", "cpu_time": "CPU time", "wall_time": "time", "file_size": "file size"}
+# Seen in the log of a child that died without a result: an allocation that failed in C or C++.
+_MEMORY_MARKERS = ("MemoryError", "std::bad_alloc", "Failed to allocate memory", "Cannot allocate memory", "can't allocate memory")
+
+
+def resource_limit_error(limit: str, settings: Settings, *, timeout: float | None = None) -> dict[str, Any]:
+    """The error of a run that hit ``limit`` ("memory", "cpu_time", "wall_time", "file_size")."""
+    if limit == "wall_time":
+        setting = _timeout_setting(timeout, settings)
+        value: float | int | None = timeout
+    else:
+        setting = LIMIT_SETTINGS[limit]
+        value = {"memory": settings.sandbox_memory_bytes, "cpu_time": settings.sandbox_cpu_seconds,
+                 "file_size": settings.sandbox_file_bytes}[limit]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    shown = f"{value} s" if limit in ("cpu_time", "wall_time") else f"{value} bytes"
+    return {
+        "code": "resource_limit",
+        "message": f"the engine hit its {LIMIT_WORDS[limit]} limit ({shown}); "
+                   f"raise {setting} on the server, or use a smaller model, dataset or recipe",
+        "detail": {"limit": limit, "setting": setting, "value": value},
+    }
+
+
+def _timeout_setting(timeout: float | None, settings: Settings) -> str:
+    """The setting a caller's wall-clock timeout came from."""
+    if timeout == settings.inspect_timeout_seconds:
+        return "SHRINK_INSPECT_TIMEOUT_SECONDS"
+    return "SHRINK_JOB_SOFT_TIME_LIMIT_SECONDS"
 
 
 def child_environment(work_dir: Path, settings: Settings) -> dict[str, str]:
@@ -111,7 +153,18 @@ def run_engine(
     deadline = time.monotonic() + timeout
     canceled = timed_out = False
     cancel_sent_at: float | None = None
-    while proc.poll() is None:
+    cpu_used = 0.0
+    while True:
+        # wait4, not poll: the child's CPU time tells a CPU-limit SIGKILL from any other.
+        try:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped by someone else: no CPU time to read
+            proc.returncode = proc.poll()
+            break
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            cpu_used = usage.ru_utime + usage.ru_stime
+            break
         time.sleep(0.2)
         now = time.monotonic()
         if not canceled and should_cancel is not None and should_cancel():
@@ -120,10 +173,9 @@ def run_engine(
             (work_dir / "CANCEL").touch()  # cooperative: the engine stops between passes
         if canceled and cancel_sent_at is not None and now - cancel_sent_at > cancel_grace_seconds:
             _kill_group(proc)  # forceful: within a pass
-        if now > deadline:
+        if now > deadline and not timed_out:
             timed_out = True
             _kill_group(proc)
-    proc.wait()
     reader.join(timeout=5)
 
     text = log_path.read_text(errors="replace")
@@ -141,22 +193,50 @@ def run_engine(
                              error={"code": "canceled", "message": "the job was canceled"})
     if timed_out:
         return SandboxResult(ok=False, timed_out=True, returncode=proc.returncode, log_tail=tail,
-                             error={"code": "time_limit_exceeded", "message": f"the engine ran past {timeout:.0f}s"})
+                             error=resource_limit_error("wall_time", settings, timeout=timeout))
     if payload is None:
+        limit = _limit_of_death(proc.returncode, cpu_used, text, settings)
+        if limit is not None:
+            return SandboxResult(ok=False, returncode=proc.returncode, log_tail=tail,
+                                 error=resource_limit_error(limit, settings))
         reason = _describe_exit(proc.returncode)
         return SandboxResult(ok=False, returncode=proc.returncode, log_tail=tail,
                              error={"code": "engine_crashed", "message": f"the engine process died ({reason})",
                                     "detail": {"returncode": proc.returncode}})
     if payload.get("ok"):
         return SandboxResult(ok=True, result=payload.get("result"), returncode=proc.returncode, log_tail=tail)
-    return SandboxResult(ok=False, error=payload.get("error"), returncode=proc.returncode, log_tail=tail)
+    error = payload.get("error") or {}
+    if error.get("code") == "resource_limit":
+        # The engine knows which limit it hit; the service knows the setting that raises it.
+        limit = str((error.get("detail") or {}).get("limit", "memory"))
+        error = resource_limit_error(limit if limit in LIMIT_SETTINGS else "memory", settings)
+    return SandboxResult(ok=False, error=error, returncode=proc.returncode, log_tail=tail)
+
+
+def _limit_of_death(returncode: int | None, cpu_used: float, log_text: str, settings: Settings) -> str | None:
+    """The limit a child that died without a result ran into, if the signs say so."""
+    if returncode is None or returncode >= 0:
+        crashed_on_allocation = returncode not in (0, None) and any(m in log_text[-20000:] for m in _MEMORY_MARKERS)
+        return "memory" if crashed_on_allocation else None
+    sig = -returncode
+    if sig == signal.SIGXCPU:
+        return "cpu_time"
+    if sig == signal.SIGXFSZ:
+        return "file_size"
+    cpu_limit = settings.sandbox_cpu_seconds
+    if sig == signal.SIGKILL and cpu_limit > 0 and cpu_used >= cpu_limit - 0.5:
+        return "cpu_time"  # past the soft limit's SIGXCPU, the hard limit kills
+    if sig == signal.SIGKILL:
+        return "memory"  # nothing of ours sent it: the kernel's out-of-memory killer
+    if sig in (signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS) and any(m in log_text[-20000:] for m in _MEMORY_MARKERS):
+        return "memory"  # an allocation failed in C++ (std::bad_alloc -> abort)
+    return None
 
 
 def _describe_exit(code: int | None) -> str:
     if code is not None and code < 0:
         sig = signal.Signals(-code).name
-        hint = {"SIGKILL": "killed: memory limit or out of memory?", "SIGXCPU": "CPU-time limit", "SIGXFSZ": "file-size limit"}
-        return f"{sig}, {hint.get(sig, 'signal')}"
+        return f"{sig}"
     return f"exit code {code}"
 
 

@@ -23,6 +23,7 @@ from core.models import Job, StoredDataset, StoredModel
 from core.sandbox import run_engine
 from core.settings import get_settings
 from core.storage import sha256_file
+from engine.formats.redact import path_free
 
 log = get_logger(__name__)
 WORKER_ID = get_settings().worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -170,16 +171,16 @@ def execute(job_id: str) -> str:
                     )
                     outcome = JobState.SUCCEEDED if ok else "lease_lost"
                 else:
-                    error = dict(result.error or {})
-                    if not error.get("user_error", True) or error.get("code") in ("engine_crashed", "engine_internal"):
-                        error.setdefault("detail", {})
-                        error["detail"] = {**(error.get("detail") or {}), "log_tail": result.log_tail[-2000:]}
+                    error = _job_error(result.error)
+                    # The engine's log (a traceback naming server paths) is for the operator only.
+                    log.warning("job.engine_failed", job_id=job_id, code=error["code"], returncode=result.returncode,
+                                log_tail=result.log_tail[-4000:])
                     lease.fail(session, job_id, WORKER_ID, error)
                     outcome = JobState.FAILED
         except Exception as exc:
             log.exception("job.worker_error", job_id=job_id)
             with new_session() as session:
-                lease.fail(session, job_id, WORKER_ID, {"code": "worker_error", "message": f"{type(exc).__name__}: {exc}"})
+                lease.fail(session, job_id, WORKER_ID, {"code": "worker_error", "message": path_free(f"{type(exc).__name__}: {exc}", name="a file of the job")})
     if outcome != "lease_lost":
         shutil.rmtree(job_root, ignore_errors=True)
         _notify(job_id)
@@ -187,6 +188,17 @@ def execute(job_id: str) -> str:
         # Deleted or canceled under us: no later attempt will resume from the checkpoints.
         shutil.rmtree(job_root, ignore_errors=True)
     return outcome
+
+
+def _job_error(error: dict[str, Any] | None) -> dict[str, Any]:
+    """The error a user reads for a failed engine run: code, message and detail, no engine internals
+    (``user_error`` is the engine's flag for the service) and no server path."""
+    error = error or {}
+    detail = {k: path_free(v, name="a file of the job") if isinstance(v, str) else v
+              for k, v in (error.get("detail") or {}).items() if k != "log_tail"}
+    return {"code": str(error.get("code", "engine_internal")),
+            "message": path_free(error.get("message", "the engine failed"), name="a file of the job"),
+            "detail": detail}
 
 
 def _ended_or_deleted(job_id: str) -> bool:

@@ -48,6 +48,8 @@ def _refusal(error: dict[str, Any]) -> ShrinkError:
     refused = from_engine(error)
     if refused.status >= 500 and error.get("user_error"):
         refused.status = 400  # a code this service does not list yet; still the upload's fault
+    if code == "resource_limit" and refused.detail.get("limit") in ("memory", "file_size"):
+        refused.status = 413  # inspecting it takes more memory or disk than the sandbox allows
     if code == "engine_internal":
         # An exception's own text (which may name server paths) goes to the log, not the user.
         log.warning("upload.inspect_failed", message=str(error.get("message")))
