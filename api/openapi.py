@@ -109,6 +109,20 @@ def recipe_step_components(capabilities: dict[str, Any]) -> dict[str, dict[str, 
     return components
 
 
+def _request_body_schemas(document: dict[str, Any]) -> set[str]:
+    """The components that are the JSON body of a request."""
+    names = set()
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                ref = media.get("schema", {}).get("$ref", "")
+                if ref.startswith("#/components/schemas/"):
+                    names.add(ref.rsplit("/", 1)[-1])
+    return names
+
+
 def type_recipe_steps(document: dict[str, Any], capabilities: dict[str, Any]) -> None:
     """Recipe steps, and benchmark settings (the schema the API validates them against, so that
     an unknown setting is refused by the document as it is by the API)."""
@@ -117,8 +131,10 @@ def type_recipe_steps(document: dict[str, Any], capabilities: dict[str, Any]) ->
     benchmark_schema = capabilities.get("benchmark_schema")
     if benchmark_schema:
         schemas[BENCHMARK_SETTINGS] = {**copy.deepcopy(benchmark_schema), "title": BENCHMARK_SETTINGS}
-    for schema in list(schemas.values()):
-        properties = schema.get("properties", {})
+    # Request bodies only: a report's recipe is the recipe as it ran, each step with its
+    # defaults filled in and what it resolved (``resolved``), which no step schema allows.
+    for name in _request_body_schemas(document):
+        properties = schemas.get(name, {}).get("properties", {})
         recipe = properties.get("recipe")
         if recipe is not None and recipe.get("type") == "array":
             recipe["items"] = {"$ref": f"#/components/schemas/{RECIPE_STEP}"}

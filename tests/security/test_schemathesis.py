@@ -10,6 +10,7 @@ Below it, one regression test per thing Schemathesis found, each over real HTTP.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -17,14 +18,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from bench.stack import ServiceStack
+from tests.client.conftest import FAST_BENCH, RECIPE, tiny_onnx
 
 SEED = 20261130
 MAX_EXAMPLES = 25
 # Each entry narrows one check on one operation, with the reason it cannot hold there.
 CONFIG = """
+# Real records for some of the ids it sends, so that requests reach past the 404s.
+parameters."body.model_id" = { dictionary = "models", probability = 0.5 }
+parameters."body.compare_to_model_id" = { dictionary = "models", probability = 0.5 }
+parameters."body.dataset_id" = { dictionary = "datasets", probability = 0.5 }
+parameters."path.record_id" = { dictionary = "records", probability = 0.5 }
+parameters."path.job_id" = { dictionary = "jobs", probability = 0.5 }
+parameters."path.artifact_id" = { dictionary = "artifacts", probability = 0.5 }
+
 [[operations]]
 # The uploads: raw bodies Schemathesis cannot make valid (covered by the upload tests).
 include-name = ["POST /v1/models", "POST /v1/datasets"]
@@ -48,6 +59,18 @@ checks.positive_data_acceptance.expected-statuses = ["2XX", "3XX", "400", "401",
 include-name = "POST /v1/jobs"
 checks.positive_data_acceptance.expected-statuses = ["2XX", "3XX", "401", "404", "409", "422", "429"]
 """
+SEEDED = """
+[dictionaries.models]
+values = {models}
+[dictionaries.datasets]
+values = {datasets}
+[dictionaries.records]
+values = {records}
+[dictionaries.jobs]
+values = {jobs}
+[dictionaries.artifacts]
+values = {artifacts}
+"""
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("schemathesis") is None, reason="schemathesis is in the dev extra: pip install -e '.[dev]'"
@@ -67,28 +90,24 @@ def client(stack: ServiceStack) -> Iterator[httpx.Client]:
         yield tenant_client
 
 
-def test_schemathesis_finds_no_failure(stack: ServiceStack, client: httpx.Client, tmp_path: Path) -> None:
-    config = tmp_path / "schemathesis.toml"
-    config.write_text(CONFIG)
-    reports = tmp_path / "report"
-    # Not inherited: Schemathesis's hooks and plugins must not see this pytest's environment.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "SCHEMATHESIS"))}
-    run = subprocess.run(
-        [
-            sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run", f"{stack.base}/openapi.json",
-            "--header", f"Authorization: {client.headers['Authorization']}",
-            "--checks", "all",
-            "--phases", "examples,coverage,fuzzing,stateful",
-            "--max-examples", str(MAX_EXAMPLES),
-            "--seed", str(SEED),
-            "--workers", "1",
-            "--request-timeout", "30",
-            "--report", "junit,ndjson", "--report-dir", str(reports),
-            "--no-color",
-        ],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert run.returncode == 0, f"{run.stdout[-20000:]}\n{run.stderr[-4000:]}\nreports in {reports}\n{stack.log_tail()}"
+@pytest.fixture(scope="module")
+def seeded(stack: ServiceStack, client: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """A model, a dataset and a finished job with its artifacts, for the ids Schemathesis sends."""
+    tmp_path = tmp_path_factory.mktemp("seed")
+    model_file = tiny_onnx(tmp_path / "tiny.onnx")
+    model = stack.upload(client, model_file)
+    assert model.status_code == 201, model.text
+    rows = np.random.default_rng(0).normal(size=(8, 16)).astype(np.float32)
+    np.savez(tmp_path / "rows.npz", x=rows)
+    dataset = stack.upload(client, tmp_path / "rows.npz", kind="datasets")
+    assert dataset.status_code == 201, dataset.text
+    submitted = client.post("/v1/jobs", json={"model_id": model.json()["id"], "recipe": RECIPE, "benchmark": FAST_BENCH})
+    assert submitted.status_code == 202, submitted.text
+    job = stack.wait_job(client, submitted.json()["id"])
+    assert job["state"] == "succeeded", job
+    artifacts = [a["id"] for a in client.get(f"/v1/jobs/{job['id']}/artifacts").json()["items"]]
+    models, datasets = [model.json()["id"]], [dataset.json()["id"]]
+    return {"models": models, "datasets": datasets, "records": models + datasets, "jobs": [job["id"]], "artifacts": artifacts}
 
 
 def test_a_405_allows_every_method_of_the_path(client: httpx.Client) -> None:
@@ -120,3 +139,38 @@ def test_the_document_declares_what_the_api_answers(client: httpx.Client) -> Non
     assert "batch_sizes" in schemas["BenchmarkSettings"]["properties"]
     refused = client.post("/v1/benchmarks", json={"model_id": "mdl_x", "benchmark": {"bogus": 1}})
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "spec_invalid"
+
+
+def test_a_report_recipe_is_documented_as_it_ran(client: httpx.Client, seeded: dict[str, list[str]]) -> None:
+    # Its steps carry their defaults and what they resolved, which a submitted step may not:
+    # only request bodies take the typed RecipeStep.
+    report = client.get(f"/v1/jobs/{seeded['jobs'][0]}/report").json()
+    assert "resolved" in report["candidates"][0]["recipe"][0]
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["CandidateReport"]["properties"]["recipe"]["items"] != {"$ref": "#/components/schemas/RecipeStep"}
+    assert schemas["JobSpec"]["properties"]["recipe"]["items"] == {"$ref": "#/components/schemas/RecipeStep"}
+
+
+# Last: it deletes the seeded records, which the tests above read.
+def test_schemathesis_finds_no_failure(stack: ServiceStack, client: httpx.Client, seeded: dict[str, list[str]], tmp_path: Path) -> None:
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG + SEEDED.format(**{name: json.dumps(ids) for name, ids in seeded.items()}))
+    reports = tmp_path / "report"
+    # Not inherited: Schemathesis's hooks and plugins must not see this pytest's environment.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "SCHEMATHESIS"))}
+    run = subprocess.run(
+        [
+            sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run", f"{stack.base}/openapi.json",
+            "--header", f"Authorization: {client.headers['Authorization']}",
+            "--checks", "all",
+            "--phases", "examples,coverage,fuzzing,stateful",
+            "--max-examples", str(MAX_EXAMPLES),
+            "--seed", str(SEED),
+            "--workers", "1",
+            "--request-timeout", "30",
+            "--report", "junit,ndjson", "--report-dir", str(reports),
+            "--no-color",
+        ],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, f"{run.stdout[-20000:]}\n{run.stderr[-4000:]}\nreports in {reports}\n{stack.log_tail()}"
