@@ -25,7 +25,7 @@ from bench.stack import ServiceStack
 from tests.client.conftest import FAST_BENCH, RECIPE, tiny_onnx
 
 SEED = 20261130
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = 60
 # Each entry narrows one check on one operation, with the reason it cannot hold there.
 CONFIG = """
 # Real records for some of the ids it sends, so that requests reach past the 404s.
