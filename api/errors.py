@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api.schemas import ErrorResponse
 from core.errors import ShrinkError
@@ -64,6 +65,20 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorResponse} for status in statuses}
 
 
+# The methods a route of this API may answer, asked one by one of the router.
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path answers: one path is several routes (``GET`` and
+    ``DELETE /v1/jobs/{id}``), and Starlette's 405 names only those of the first that matched."""
+    scope = {"type": "http", "path": request.scope["path"], "root_path": request.scope.get("root_path", "")}
+    return ", ".join(
+        method for method in _METHODS
+        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in request.app.router.routes)
+    )
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
     parts = [p for p in loc if p not in ("body", "query", "path", "header")]
     out = ""
@@ -98,6 +113,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 405:
+            exc.headers = {**(exc.headers or {}), "Allow": allowed_methods(request)}
         return http_error_response(exc)
 
     @app.exception_handler(Exception)

@@ -47,6 +47,7 @@ ASSETS = Path(fastapi_offline.__file__).parent / "static"
 # How long a document without typed recipe steps is served before the engine is asked again.
 UNTYPED_RETRY_SECONDS = 60.0
 RECIPE_STEP = "RecipeStep"
+BENCHMARK_SETTINGS = "BenchmarkSettings"
 NONCE_SLOT = "@@nonce@@"  # where a page names its nonce, filled in per response
 
 
@@ -108,13 +109,38 @@ def recipe_step_components(capabilities: dict[str, Any]) -> dict[str, dict[str, 
     return components
 
 
+def _request_body_schemas(document: dict[str, Any]) -> set[str]:
+    """The components that are the JSON body of a request."""
+    names = set()
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                ref = media.get("schema", {}).get("$ref", "")
+                if ref.startswith("#/components/schemas/"):
+                    names.add(ref.rsplit("/", 1)[-1])
+    return names
+
+
 def type_recipe_steps(document: dict[str, Any], capabilities: dict[str, Any]) -> None:
+    """Recipe steps, and benchmark settings (the schema the API validates them against, so that
+    an unknown setting is refused by the document as it is by the API)."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(recipe_step_components(capabilities))
-    for schema in schemas.values():
-        recipe = schema.get("properties", {}).get("recipe")
+    benchmark_schema = capabilities.get("benchmark_schema")
+    if benchmark_schema:
+        schemas[BENCHMARK_SETTINGS] = {**copy.deepcopy(benchmark_schema), "title": BENCHMARK_SETTINGS}
+    # Request bodies only: a report's recipe is the recipe as it ran, each step with its
+    # defaults filled in and what it resolved (``resolved``), which no step schema allows.
+    for name in _request_body_schemas(document):
+        properties = schemas.get(name, {}).get("properties", {})
+        recipe = properties.get("recipe")
         if recipe is not None and recipe.get("type") == "array":
             recipe["items"] = {"$ref": f"#/components/schemas/{RECIPE_STEP}"}
+        benchmark = properties.get("benchmark")
+        if benchmark_schema and benchmark is not None and benchmark.get("type") == "object":
+            properties["benchmark"] = {"$ref": f"#/components/schemas/{BENCHMARK_SETTINGS}", "description": benchmark.get("description", "benchmark settings (GET /v1/capabilities)")}
 
 
 class ShrinkAPI(FastAPI):

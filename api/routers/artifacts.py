@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
     "/{artifact_id}/download",
     response_model=None,
     summary="Download an artifact: a redirect to a short-lived URL, or the bytes themselves",
-    responses={200: {"content": {"application/octet-stream": {}}}, 307: {"description": "presigned URL"}, 404: {"model": ErrorResponse}},
+    responses={200: {"content": {"application/octet-stream": {}}}, 307: {"description": "presigned URL"}, 401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
 def download(artifact_id: str, session: SessionDep, tenant: CurrentTenant) -> StreamingResponse | RedirectResponse:
     artifact = service.get_artifact(session, tenant.id, artifact_id)

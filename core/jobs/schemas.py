@@ -116,8 +116,15 @@ class GoalSpec(BaseModel):
     budget_minutes: float = Field(30, gt=0, le=24 * 60)
 
 
+def _recipe_required(schema: dict[str, Any]) -> None:
+    # Declared as the API enforces it: a spec without a step is 422 ``spec_invalid`` (the model
+    # keeps its default so that the refusal is that error, which names the field).
+    schema["required"] = [*schema.get("required", []), "recipe"]
+    schema["properties"]["recipe"]["minItems"] = 1
+
+
 class JobSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_recipe_required)
 
     version: Literal[1] = 1
     model_id: Id
