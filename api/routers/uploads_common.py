@@ -18,6 +18,7 @@ from core.logging import get_logger
 from core.models import Tenant
 from core.settings import get_settings
 from core.storage import get_storage
+from core.tenants import quotas
 
 log = get_logger(__name__)
 
@@ -36,6 +37,22 @@ def answer_without_work(outcome: idempotency.Replay | idempotency.InFlight, *, l
     return JSONResponse(body, status_code=409, headers={"Retry-After": str(outcome.retry_after)})
 
 
+# What multipart adds around the file (boundaries, part headers, form fields): a declared
+# length this much past the quota may still hold a file that fits.
+MULTIPART_ALLOWANCE = 64 * 1024
+
+
+def _refuse_past_storage_quota(request: Request, tenant_id: str) -> None:
+    """Refuse from the declared ``Content-Length``, before a byte is read, an upload that cannot
+    fit the tenant's storage quota; the ingest checks the real size again."""
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit():
+        return  # chunked: only the size after spooling is known
+    raw = request.headers.get("content-type", "").startswith("application/octet-stream")
+    with new_session() as session:
+        quotas.check_storage(session, tenant_id, max(0, int(declared) - (0 if raw else MULTIPART_ALLOWANCE)))
+
+
 async def handle_upload(
     request: Request,
     tenant: Tenant,
@@ -46,6 +63,7 @@ async def handle_upload(
     render: Callable[[Any], dict[str, Any]],
 ) -> JSONResponse:
     settings = get_settings()
+    await run_in_threadpool(_refuse_past_storage_quota, request, tenant.id)
     # The key is claimed after spooling, because the request's digest is the file's; nothing
     # reaches storage before the claim is won, so a losing request leaves no object behind.
     upload = await spool(request, settings.resolved_work_dir / "uploads", settings.max_upload_bytes)

@@ -276,3 +276,21 @@ def test_defaults_from_settings_apply_to_tenants_without_their_own(app_env: Path
     assert client.get("/v1/quota", headers=_auth(own)).json()["limits"]["max_running_jobs"] is None
     with session_scope() as session:
         assert session.scalar(select(func.count()).select_from(Tenant)) == 2
+
+
+def test_an_upload_declared_past_the_storage_quota_is_refused_before_it_is_read(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api.routers import uploads_common
+    from core.db import session_scope
+
+    with session_scope() as session:
+        tenant_id, key = _tenant(session, "declared", max_storage_bytes=1000)
+
+    def spool_not_expected(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the body was read although its declared length is past the quota")
+
+    monkeypatch.setattr(uploads_common, "spool", spool_not_expected)
+    answer = _client().post("/v1/models", content=b"\0" * 5000, headers={**_auth(key), "Content-Type": "application/octet-stream"})
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["error"]["detail"]["upload_bytes"] == 5000
