@@ -184,6 +184,7 @@ def execute(job_id: str) -> str:
     if outcome != "lease_lost":
         shutil.rmtree(job_root, ignore_errors=True)
         _notify(job_id)
+        wake_next_waiting(claim.tenant_id)
     elif _ended_or_deleted(job_id):
         # Deleted or canceled under us: no later attempt will resume from the checkpoints.
         shutil.rmtree(job_root, ignore_errors=True)
@@ -199,6 +200,23 @@ def _job_error(error: dict[str, Any] | None) -> dict[str, Any]:
     return {"code": str(error.get("code", "engine_internal")),
             "message": path_free(error.get("message", "the engine failed"), name="a file of the job"),
             "detail": detail}
+
+
+def wake_next_waiting(tenant_id: str) -> str | None:
+    """A slot of the tenant's running limit has freed: wake its oldest queued job now rather than
+    at the reaper's next sweep (a duplicate wake-up is harmless: claims are atomic)."""
+    from core.queue import enqueue_job
+    from core.tenants import quotas
+
+    try:
+        with new_session() as session:
+            waiting = quotas.next_waiting_job(session, tenant_id)
+        if waiting is not None:
+            enqueue_job(*waiting)
+            return waiting[0]
+    except Exception as exc:  # noqa: BLE001 - the reaper sends it anyway
+        log.warning("job.wake_failed", tenant_id=tenant_id, error=str(exc))
+    return None
 
 
 def _ended_or_deleted(job_id: str) -> bool:

@@ -138,6 +138,20 @@ def wait_for_slot(session: Session, job_id: str) -> bool:
     ).rowcount)
 
 
+def next_waiting_job(session: Session, tenant_id: str) -> tuple[str, str] | None:
+    """The tenant's oldest queued job (id, queue) when its running limit may be holding it back:
+    a slot has just freed, so it need not wait for the reaper's next sweep."""
+    if limits_of(session, tenant_id).max_running_jobs is None:
+        return None
+    row = session.execute(
+        select(Job.id, Job.queue)
+        .where(Job.tenant_id == tenant_id, Job.state == JobState.QUEUED, Job.cancel_requested.is_(False))
+        .order_by(Job.created_at, Job.id)
+        .limit(1)
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
 def rate_limit_storage_uri() -> str:
     settings = get_settings()
     if settings.rate_limit_storage:

@@ -294,3 +294,28 @@ def test_an_upload_declared_past_the_storage_quota_is_refused_before_it_is_read(
     answer = _client().post("/v1/models", content=b"\0" * 5000, headers={**_auth(key), "Content-Type": "application/octet-stream"})
     assert answer.status_code == 413, answer.text
     assert answer.json()["error"]["detail"]["upload_bytes"] == 5000
+
+
+def test_a_finished_job_wakes_its_tenants_oldest_waiting_job(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slot freed by a finishing job is used at once, not at the reaper's next sweep."""
+    from datetime import timedelta
+
+    from core import queue
+    from core.db import session_scope
+    from worker import runner
+
+    with session_scope() as session:
+        tenant_id, _ = _tenant(session, "waiting", max_running_jobs=1)
+        unlimited_id, _ = _tenant(session, "unlimited")
+        model_id = _model(session, tenant_id)
+        newer = _queued_job(session, tenant_id, model_id)  # inserted first, submitted later
+        oldest = _queued_job(session, tenant_id, model_id)
+        session.get(Job, newer).created_at = utcnow() + timedelta(minutes=1)
+        session.get(Job, oldest).created_at = utcnow() - timedelta(minutes=5)
+        _queued_job(session, unlimited_id, _model(session, unlimited_id))
+    sent: list[tuple[str, str]] = []
+    monkeypatch.setattr(queue, "enqueue_job", lambda job_id, queue_name: sent.append((job_id, queue_name)))
+    assert runner.wake_next_waiting(tenant_id) == oldest
+    assert sent == [(oldest, "cpu")]
+    # Without a running limit nothing waits on a slot: no extra wake-up.
+    assert runner.wake_next_waiting(unlimited_id) is None and len(sent) == 1
