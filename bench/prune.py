@@ -20,17 +20,15 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from bench import materials
+from bench.steps import run_step
 from engine.bench.config import BenchmarkConfig
 from engine.bench.report import CandidateInput, benchmark_models
-from engine.context import PassContext
 from engine.data import Dataset
 from engine.model import ModelFile
-from engine.registry import build_step
 
 CNN_RECIPES: list[tuple[str, dict[str, Any]]] = [
     (
@@ -103,13 +101,8 @@ MINILM_RECIPES: list[tuple[str, dict[str, Any]]] = [
 def run_recipe(
     step: dict[str, Any], model: ModelFile, dataset: Dataset, work: Path
 ) -> tuple[ModelFile, dict[str, Any]]:
-    work.mkdir(parents=True, exist_ok=True)
-    ctx = PassContext(work_dir=work, original=model, dataset=dataset)
-    configured = build_step(step)
-    configured.check(model, ctx)
-    started = time.perf_counter()
-    out = configured.run(model, ctx)
-    return out, {**ctx.report_sections.get("prune", {}), "seconds": time.perf_counter() - started}
+    out, ctx, seconds = run_step(step, model, dataset, work)
+    return out, {**ctx.report_sections.get("prune", {}), "seconds": seconds}
 
 
 def as_onnx(model: ModelFile, dest: Path) -> ModelFile:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,13 +31,12 @@ from typing import Any
 import numpy as np
 
 from bench import materials
+from bench.steps import run_step
 from engine import hardware
 from engine.bench.config import BenchmarkConfig
 from engine.bench.report import CandidateInput, benchmark_models
-from engine.context import PassContext
 from engine.data import Dataset
 from engine.model import ModelFile
-from engine.registry import build_step
 
 RECIPES: list[tuple[str, dict[str, Any]]] = [
     ("DEFAULT {op: quantize}", {"op": "quantize"}),
@@ -87,16 +85,6 @@ def resnet18_onnx(dest: Path) -> Path:
     return dest
 
 
-def quantize(step: dict[str, Any], model: ModelFile, dataset: Dataset, work: Path) -> tuple[ModelFile, dict[str, Any], float]:
-    work.mkdir(parents=True, exist_ok=True)
-    ctx = PassContext(work_dir=work, original=model, dataset=dataset)
-    configured = build_step(step)
-    configured.check(model, ctx)
-    started = time.perf_counter()
-    out = configured.run(model, ctx)
-    return out, ctx.resolved, time.perf_counter() - started
-
-
 def table(title: str, report: dict[str, Any], names: list[str], quality: str) -> None:
     print(f"\n{title}")
     head = (
@@ -133,7 +121,8 @@ def run_model(
 ) -> None:
     names, candidates = [], []
     for name, step in RECIPES:
-        out, resolved, seconds = quantize(step, model, calibration, work / name.split()[0].lower())
+        out, ctx, seconds = run_step(step, model, calibration, work / name.split()[0].lower())
+        resolved = ctx.resolved
         note = f"{seconds:.1f} s"
         if "variant" in resolved:
             note += f"; delivered {resolved['variant']}: {resolved['reason']}"
