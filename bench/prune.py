@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import materials
-from bench.steps import run_step
+from bench.steps import latency_cells, report_rows, run_step
 from engine.bench.config import BenchmarkConfig
 from engine.bench.report import CandidateInput, benchmark_models
 from engine.data import Dataset
@@ -126,10 +126,7 @@ def table(
     )
     print(head)
     print("-" * len(head))
-    rows = [("original", report["baseline"], None)] + [
-        (n, c["metrics"], c["ratios"]) for n, c in zip(names, report["candidates"], strict=True)
-    ]
-    for name, m, ratios in rows:
+    for name, m, ratios in report_rows(report, names):
         cells = [
             f"{name:<36}",
             f"{m['params']:>10,}",
@@ -137,16 +134,8 @@ def table(
             f"{(m.get('macs') or 0):>12,}",
             f"{m['size_bytes'] / 1024:>9.0f}",
             f"{m['compressed_size_bytes'] / 1024:>8.0f}",
+            *latency_cells(m, ratios),
         ]
-        for bs in ("1", "8"):
-            cells.append(f"{m['latency_ms'][bs]['p50']:>9.3f}")
-            if ratios is None:
-                cells.append(f"{'1.00':>22}")
-            else:
-                s = ratios["speedup"][bs]
-                cells.append(
-                    f"{s['value']:>5.2f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]".rjust(22)
-                )
         if metric == "accuracy":
             value = m.get("quality", {}).get("accuracy")
         else:

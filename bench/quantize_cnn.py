@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from bench import materials
-from bench.steps import run_step
+from bench.steps import latency_cells, report_rows, run_step
 from engine import hardware
 from engine.bench.config import BenchmarkConfig
 from engine.bench.report import CandidateInput, benchmark_models
@@ -93,18 +93,8 @@ def table(title: str, report: dict[str, Any], names: list[str], quality: str) ->
     )
     print(head)
     print("-" * len(head))
-    rows = [("original", report["baseline"], None)] + [
-        (n, c["metrics"], c["ratios"]) for n, c in zip(names, report["candidates"], strict=True)
-    ]
-    for name, m, ratios in rows:
-        cells = [f"{name:<40}", f"{m['size_bytes'] / 1024:>8.0f}"]
-        for bs in ("1", "8"):
-            cells.append(f"{m['latency_ms'][bs]['p50']:>9.3f}")
-            if ratios is None:
-                cells.append(f"{'1.00':>22}")
-            else:
-                s = ratios["speedup"][bs]
-                cells.append(f"{s['value']:>5.2f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]".rjust(22))
+    for name, m, ratios in report_rows(report, names):
+        cells = [f"{name:<40}", f"{m['size_bytes'] / 1024:>8.0f}", *latency_cells(m, ratios)]
         if quality == "accuracy":
             value = m.get("quality", {}).get("accuracy")
         else:
