@@ -136,8 +136,9 @@ def type_recipe_steps(document: dict[str, Any], capabilities: dict[str, Any]) ->
     for name in _request_body_schemas(document):
         properties = schemas.get(name, {}).get("properties", {})
         recipe = properties.get("recipe")
-        if recipe is not None and recipe.get("type") == "array":
-            recipe["items"] = {"$ref": f"#/components/schemas/{RECIPE_STEP}"}
+        for branch in [recipe, *recipe.get("anyOf", [])] if recipe is not None else []:
+            if branch.get("type") == "array":  # a goal job sends no recipe: the array is one branch
+                branch["items"] = {"$ref": f"#/components/schemas/{RECIPE_STEP}"}
         benchmark = properties.get("benchmark")
         if benchmark_schema and benchmark is not None and benchmark.get("type") == "object":
             properties["benchmark"] = {"$ref": f"#/components/schemas/{BENCHMARK_SETTINGS}", "description": benchmark.get("description", "benchmark settings (GET /v1/capabilities)")}

@@ -91,3 +91,10 @@ def validate_benchmark(benchmark: dict[str, Any]) -> None:
     if errors:
         field = _path("benchmark", errors[0])
         raise ValidationFailed(f"{field}: {errors[0].message}", code="spec_invalid", detail={"field": field})
+
+
+def goal_methods(model_format: str, *, has_dataset: bool) -> list[str]:
+    """The ops a goal-driven search can use on a model of this format (engine/search/space.py)."""
+    search = get_capabilities().get("search") or {}
+    needs = set(search.get("needs_dataset", []))
+    return [m for m in search.get("methods", {}).get(model_format, []) if has_dataset or m not in needs]

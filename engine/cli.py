@@ -50,8 +50,9 @@ def _main(argv: list[str]) -> Any:
     if command == "capabilities":
         from engine.bench.config import BenchmarkConfig
         from engine.registry import capabilities
+        from engine.search.space import search_capabilities
 
-        return {**capabilities(), "benchmark_schema": BenchmarkConfig.model_json_schema()}
+        return {**capabilities(), "benchmark_schema": BenchmarkConfig.model_json_schema(), "search": search_capabilities()}
     if command == "inspect-model":
         from engine.formats.detect import open_model
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import Canceled, DatasetRequired
+from engine.errors import BudgetSpent, Canceled, DatasetRequired
 
 if TYPE_CHECKING:
     from engine.data import Dataset
@@ -46,6 +47,9 @@ class PassContext:
     # Defaults a pass resolved (the manifest records the recipe as it really ran).
     resolved: dict[str, Any] = field(default_factory=dict)
     stage: str = ""
+    # A goal job's search stops a candidate in the middle when its time budget is spent
+    # (``time.monotonic()`` seconds).
+    deadline: float | None = None
 
     def progress(self, fraction: float, message: str = "") -> None:
         self.progress_fn(self.stage, max(0.0, min(1.0, fraction)), message)
@@ -57,6 +61,8 @@ class PassContext:
         """Cooperative cancellation: long passes call this between steps."""
         if self.cancel_file is not None and self.cancel_file.exists():
             raise Canceled("the job was canceled")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise BudgetSpent("the search's time budget is spent")
 
     def require_dataset(self, why: str) -> Dataset:
         if self.dataset is None:

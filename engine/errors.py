@@ -67,6 +67,12 @@ class Canceled(EngineError):
     code = "canceled"
 
 
+class BudgetSpent(Canceled):
+    """A goal job's search ran out of its time budget in the middle of a candidate."""
+
+    code = "budget_spent"
+
+
 class InternalEngineError(EngineError):
     code = "engine_internal"
     user_error = False

@@ -49,6 +49,11 @@ class JobRequest(BaseModel):
     work_dir: Path
     out_dir: Path
     checkpoint_dir: Path | None = None
+    # A goal job (engine/search): what the user wants, the held-out rows if sent apart, and the
+    # candidates an earlier attempt evaluated (the search resumes from them).
+    goal: dict[str, Any] | None = None
+    eval_dataset_path: Path | None = None
+    prior_trials: list[dict[str, Any]] = Field(default_factory=list)
 
 
 def library_versions() -> dict[str, str]:
@@ -84,7 +89,7 @@ def package_model(model: ModelFile, dest_dir: Path, stem: str) -> tuple[Path, st
     return archive.pack_zip(model.path, dest_dir / f"{stem}.hf.zip", compress=compress), "hf"
 
 
-def _as_onnx(model: ModelFile, work_dir: Path) -> ModelFile:
+def as_onnx(model: ModelFile, work_dir: Path) -> ModelFile:
     """An HF checkpoint exported to ONNX, for the onnxruntime target."""
     if model.format == "onnx":
         return model
@@ -97,6 +102,10 @@ def _as_onnx(model: ModelFile, work_dir: Path) -> ModelFile:
 
 def run_job(request: JobRequest, emit: Emit | None = None) -> dict[str, Any]:
     emit = emit or (lambda message: None)
+    if request.goal is not None:
+        from engine.search.run import run_search
+
+        return run_search(request, emit)
     started = time.time()
     work = request.work_dir
     out = request.out_dir
@@ -139,8 +148,8 @@ def run_job(request: JobRequest, emit: Emit | None = None) -> dict[str, Any]:
     bench_dir = work / "bench"
     baseline_b, candidate_b = original, compressed
     if bench_config.runtime == "onnxruntime":
-        baseline_b = _as_onnx(original, bench_dir / "baseline")
-        candidate_b = _as_onnx(compressed, bench_dir / "candidate") if compressed is not None else None
+        baseline_b = as_onnx(original, bench_dir / "baseline")
+        candidate_b = as_onnx(compressed, bench_dir / "candidate") if compressed is not None else None
     recipe_run = [r.config | ({"resolved": r.resolved} if r.resolved else {}) for r in records]
     candidates = [CandidateInput(id=request.candidate_id, model=candidate_b, recipe=recipe_run)] if candidate_b else []
     report = benchmark_models(
@@ -160,21 +169,40 @@ def run_job(request: JobRequest, emit: Emit | None = None) -> dict[str, Any]:
 
     artifacts: list[dict[str, Any]] = []
     if compressed is not None and request.kind == "compress":
-        path, fmt = package_model(compressed, out, "model")
-        artifacts.append({"kind": "model", "format": fmt, "path": path.name, "candidate_id": request.candidate_id, "best": best == request.candidate_id})
-        if compressed.format == "hf" and bench_config.runtime == "onnxruntime" and candidate_b is not None:
-            onnx_path, _ = package_model(candidate_b, out, "model-onnx")
-            artifacts.append({"kind": "model", "format": "onnx", "path": onnx_path.name, "candidate_id": request.candidate_id, "best": best == request.candidate_id})
+        artifacts = model_artifacts(compressed, candidate_b, out, "model", request.candidate_id, best == request.candidate_id, bench_config)
+    result = write_outputs(request, original_format=original.format, report=report, artifacts=artifacts,
+                           recipe=recipe_run, bench_config=bench_config, started=started)
+    progress("done", 1.0, "finished")
+    return result
 
+
+def model_artifacts(model: ModelFile, benchmarked: ModelFile | None, out: Path, stem: str, candidate_id: str,
+                    best: bool, bench_config: BenchmarkConfig) -> list[dict[str, Any]]:
+    """A candidate's model files: as produced, and for an HF checkpoint benchmarked on
+    onnxruntime, the ONNX export that was measured."""
+    path, fmt = package_model(model, out, stem)
+    items = [{"kind": "model", "format": fmt, "path": path.name, "candidate_id": candidate_id, "best": best}]
+    if model.format == "hf" and bench_config.runtime == "onnxruntime" and benchmarked is not None:
+        onnx_path, _ = package_model(benchmarked, out, f"{stem}-onnx")
+        items.append({"kind": "model", "format": "onnx", "path": onnx_path.name, "candidate_id": candidate_id, "best": best})
+    return items
+
+
+def write_outputs(request: JobRequest, *, original_format: str, report: dict[str, Any], artifacts: list[dict[str, Any]],
+                  recipe: list[dict[str, Any]], bench_config: BenchmarkConfig, started: float,
+                  candidates: list[dict[str, Any]] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """report.json, manifest.json and result.json in ``out_dir``; returns the result the worker
+    records. ``candidates``: every candidate of the job (default: the report's)."""
+    out = request.out_dir
     manifest = build_manifest(
         job_id=request.job_id,
         kind=request.kind,
         input_sha256=request.model_sha256 or sha256_file(request.model_path),
-        input_format=original.format,
+        input_format=original_format,
         reference_sha256=sha256_file(request.reference_model_path) if request.reference_model_path else None,
         dataset_sha256=sha256_file(request.dataset_path) if request.dataset_path else None,
         dataset_info=report.get("dataset"),
-        recipe=recipe_run,
+        recipe=recipe,
         benchmark_config=bench_config.model_dump(),
         seed=request.seed,
         libraries=library_versions(),
@@ -185,18 +213,21 @@ def run_job(request: JobRequest, emit: Emit | None = None) -> dict[str, Any]:
     )
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
-    artifacts.append({"kind": "report", "format": "json", "path": "report.json", "candidate_id": None, "best": False})
-    artifacts.append({"kind": "manifest", "format": "json", "path": "manifest.json", "candidate_id": None, "best": False})
+    artifacts = [
+        *artifacts,
+        {"kind": "report", "format": "json", "path": "report.json", "candidate_id": None, "best": False},
+        {"kind": "manifest", "format": "json", "path": "manifest.json", "candidate_id": None, "best": False},
+    ]
     result = {
-        "candidates": [
+        "candidates": candidates if candidates is not None else [
             {"id": c["id"], "recipe": c["recipe"], "metrics": c["metrics"], "ratios": c["ratios"], "flags": c["flags"]}
             for c in report["candidates"]
         ],
-        "best_candidate_id": best,
+        "best_candidate_id": report.get("best_candidate_id"),
         "artifacts": artifacts,
+        **(extra or {}),
     }
     (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
-    progress("done", 1.0, "finished")
     return result
 
 

@@ -82,6 +82,8 @@ class ProgressSink:
                                       float(message.get("fraction", 0.0)), str(message.get("message", "")))
             elif message.get("type") == "event":
                 lease.record_log(session, self.job_id, {k: v for k, v in message.items() if k != "type"})
+            elif message.get("type") == "candidate":
+                lease.record_candidate(session, self.job_id, WORKER_ID, message["candidate"])
 
 
 def _fetch_inputs(job: Job, inputs: Path) -> dict[str, Any]:
@@ -99,6 +101,12 @@ def _fetch_inputs(job: Job, inputs: Path) -> dict[str, Any]:
         out["reference_model_path"] = storage.get_file(reference.storage_key, inputs / "reference", sha256=reference.sha256)
     if dataset is not None:
         out["dataset_path"] = storage.get_file(dataset.storage_key, inputs / "dataset", sha256=dataset.sha256)
+    eval_id = (job.spec or {}).get("eval_dataset_id")
+    if eval_id:
+        with new_session() as session:
+            held_out = session.get(StoredDataset, eval_id)
+        assert held_out is not None and held_out.tenant_id == job.tenant_id
+        out["eval_dataset_path"] = storage.get_file(held_out.storage_key, inputs / "eval-dataset", sha256=held_out.sha256)
     return out
 
 
@@ -138,6 +146,7 @@ def execute(job_id: str) -> str:
                 "recipe": spec.get("recipe", []),
                 "benchmark": spec.get("benchmark", {}),
                 "seed": spec.get("seed", 0),
+                "goal": spec.get("goal"),
                 # Deterministic, so a second delivery produces the same ids (one set of results).
                 "candidate_id": f"cand_{job_id.removeprefix('job_')}_1",
                 "work_dir": str(attempt_dir / "work"),
@@ -145,6 +154,9 @@ def execute(job_id: str) -> str:
                 "checkpoint_dir": str(checkpoints),
                 **{k: str(v) for k, v in inputs.items()},
             }
+            if spec.get("goal") is not None:
+                with new_session() as session:
+                    request["prior_trials"] = lease.search_trials(session, job_id)
             request_path = attempt_dir / "request.json"
             request_path.write_text(json.dumps(request))
             result = run_engine(
@@ -166,7 +178,8 @@ def execute(job_id: str) -> str:
                     best = result.result.get("best_candidate_id")
                     ok = lease.finish(
                         session, job_id, WORKER_ID, tenant_id=claim.tenant_id,
-                        result={"best_candidate_id": best, "candidates": [c["id"] for c in result.result["candidates"]]},
+                        result={"best_candidate_id": best, "candidates": [c["id"] for c in result.result["candidates"]],
+                                **{k: result.result[k] for k in ("goal_met", "message") if k in result.result}},
                         candidates=result.result["candidates"], artifacts=stored,
                     )
                     outcome = JobState.SUCCEEDED if ok else "lease_lost"

@@ -15,7 +15,7 @@ from api.metrics import render_metrics
 from api.schemas import Capabilities
 from core.capabilities import get_capabilities
 from core.db import get_engine
-from core.jobs.schemas import SPEC_LIMITS
+from core.jobs.schemas import SPEC_LIMITS, GoalSpec
 from core.queue import check_broker
 from core.settings import get_settings
 from core.storage import get_storage
@@ -33,6 +33,8 @@ def capabilities(tenant: CurrentTenant) -> dict[str, Any]:
         "devices": ["cpu", "cuda"],
         "queues": ["cpu", "gpu"],
         "limits": {"max_upload_bytes": settings.max_upload_bytes, **SPEC_LIMITS},
+        # The goal a job may carry instead of a recipe, as a JSON schema (forms are built from it).
+        "goal": GoalSpec.model_json_schema(),
     }
 
 

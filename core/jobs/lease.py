@@ -113,6 +113,32 @@ def record_progress(session: Session, job_id: str, worker_id: str, stage: str, f
     session.commit()
 
 
+def record_candidate(session: Session, job_id: str, worker_id: str, candidate: dict[str, Any]) -> None:
+    """A goal job's candidate, recorded as soon as it is evaluated: the search resumes from these
+    after a crash, and a canceled job keeps them."""
+    held = session.scalar(select(Job.id).where(Job.id == job_id, Job.worker_id == worker_id, Job.state == JobState.RUNNING))
+    if held:
+        row = session.get(Candidate, candidate["id"])
+        if row is None or row.job_id == job_id:
+            row = row or Candidate(id=candidate["id"], job_id=job_id)
+            row.recipe, row.metrics = candidate.get("recipe", []), candidate.get("metrics", {})
+            row.ratios, row.flags = candidate.get("ratios", {}), candidate.get("flags", [])
+            session.add(row)
+            search = candidate.get("metrics", {}).get("search", {})
+            add_event(session, job_id, "candidate", {
+                "candidate_id": candidate["id"], "recipe": row.recipe, "flags": row.flags,
+                **{k: search.get(k) for k in ("state", "gain", "drop", "seconds", "elapsed_seconds", "error")},
+            })
+    session.commit()
+
+
+def search_trials(session: Session, job_id: str) -> list[dict[str, Any]]:
+    """What earlier attempts of a goal job evaluated, in order (``JobRequest.prior_trials``)."""
+    rows = session.scalars(select(Candidate).where(Candidate.job_id == job_id)).all()
+    trials = [r.metrics["search"] for r in rows if isinstance(r.metrics, dict) and "search" in r.metrics]
+    return sorted(trials, key=lambda t: t.get("number", 0))
+
+
 def record_log(session: Session, job_id: str, data: dict[str, Any]) -> None:
     add_event(session, job_id, "log", data)
     session.commit()
@@ -159,7 +185,13 @@ def fail(session: Session, job_id: str, worker_id: str, error: dict[str, Any]) -
 
 
 def mark_canceled(session: Session, job_id: str, worker_id: str) -> bool:
-    ok = _end(session, job_id, worker_id, JobState.CANCELED)
+    """A goal job keeps the candidates it found: they are listed in its result."""
+    found = session.scalars(select(Candidate).where(Candidate.job_id == job_id)).all()
+    result = None
+    if found:
+        result = {"best_candidate_id": None, "goal_met": False, "candidates": sorted(c.id for c in found),
+                  "message": f"canceled after {len(found)} candidates; each is listed with its recipe and figures on the selection rows"}
+    ok = _end(session, job_id, worker_id, JobState.CANCELED, result=result)
     session.commit()
     return ok
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 # The limits of a spec request, in one place (docs/architecture.md, limits); published by
@@ -108,33 +108,60 @@ BenchmarkSettings = Annotated[dict[str, Any], AfterValidator(_benchmark)]
 
 
 class GoalSpec(BaseModel):
+    """What the user wants instead of how (docs/architecture.md, goal-driven search). Every
+    field has a default; ``null`` means the default that depends on the model and dataset."""
+
     model_config = ConfigDict(extra="forbid")
 
-    metric: Literal["accuracy", "fidelity"] = "fidelity"
-    max_drop: float = Field(0.01, ge=0, le=1)
-    objective: Literal["latency", "size"] = "latency"
-    budget_minutes: float = Field(30, gt=0, le=24 * 60)
-
-
-def _recipe_required(schema: dict[str, Any]) -> None:
-    # Declared as the API enforces it: a spec without a step is 422 ``spec_invalid`` (the model
-    # keeps its default so that the refusal is that error, which names the field).
-    schema["required"] = [*schema.get("required", []), "recipe"]
-    schema["properties"]["recipe"]["minItems"] = 1
+    metric: Literal["accuracy", "f1", "cosine", "mse"] | None = Field(
+        None,
+        description="the quality the bound applies to; default: accuracy when the dataset has labels, "
+        "else cosine fidelity to the original's outputs",
+    )
+    max_drop: float = Field(
+        0.01, ge=0, le=1,
+        description="absolute: 0.01 = one point of accuracy or F1, cosine 0.99 to the original, or an MSE "
+        "0.01 above the original's",
+    )
+    objective: Literal["latency", "size", "macs", "memory"] = Field(
+        "latency", description="what the best candidate minimises, within the quality bound"
+    )
+    batch_size: int | None = Field(
+        None, ge=1, le=4096, description="the batch size latency and memory are judged at; default: the job's first benchmark batch size"
+    )
+    budget_minutes: float = Field(30, gt=0, le=24 * 60, description="search time; the job ends on time with the best found")
+    methods: list[Literal["quantize", "prune", "lowrank", "distill"]] | None = Field(
+        None, min_length=1, max_length=4, description="the ops the search may combine; default: every op that applies to the model"
+    )
 
 
 class JobSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_recipe_required)
+    """Exactly one of ``recipe`` (how) or ``goal`` (what); with neither, the default goal."""
+
+    model_config = ConfigDict(extra="forbid")
 
     version: Literal[1] = 1
     model_id: Id
     dataset_id: Id | None = None
-    recipe: Recipe = Field(default_factory=list)
+    eval_dataset_id: Id | None = Field(
+        None, description="rows for the final held-out figure of a goal job; default: a seeded share of dataset_id"
+    )
+    recipe: Recipe | None = Field(None, min_length=1)
     goal: GoalSpec | None = None
     benchmark: BenchmarkSettings = Field(default_factory=dict)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     webhook_url: WebhookUrl | None = None
     labels: Labels = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_of_recipe_or_goal(self) -> JobSpec:
+        if self.recipe is not None and self.goal is not None:
+            raise _invalid("goal", "send a recipe (the steps) or a goal (what you want), not both")
+        if self.recipe is None and self.goal is None:
+            self.goal = GoalSpec()
+        if self.eval_dataset_id is not None and self.goal is None:
+            raise _invalid("eval_dataset_id", "eval_dataset_id applies to goal jobs; a recipe job is measured on dataset_id")
+        return self
 
 
 class BenchmarkSpec(BaseModel):

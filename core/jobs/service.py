@@ -54,19 +54,44 @@ def _check_inputs(session: Session, tenant_id: str, model_id: str, dataset_id: s
         check_dataset_matches_model(dataset.info, model.info)
 
 
+def _check_goal(session: Session, tenant_id: str, spec: JobSpec) -> None:
+    """A goal is checked like a recipe: the inputs exist and fit, and what it asks can be met by
+    something (a metric the dataset can give, methods that apply to this model)."""
+    assert spec.goal is not None
+    model = catalog.get_model(session, tenant_id, spec.model_id)
+    dataset = catalog.get_dataset(session, tenant_id, spec.dataset_id) if spec.dataset_id else None
+    for candidate in (dataset, catalog.get_dataset(session, tenant_id, spec.eval_dataset_id) if spec.eval_dataset_id else None):
+        if candidate is not None:
+            check_dataset_matches_model(candidate.info, model.info)
+    if spec.eval_dataset_id and dataset is None:
+        raise ValidationFailed("eval_dataset_id needs dataset_id too (the rows the search calibrates and selects on)",
+                               code="dataset_required", detail={"field": "dataset_id"})
+    if spec.goal.metric in ("accuracy", "f1", "mse") and not (dataset is not None and dataset.info.get("has_labels")):
+        raise ValidationFailed(
+            f"goal.metric {spec.goal.metric!r} needs a dataset with labels; pass dataset_id, or use metric 'cosine' (fidelity to the original)",
+            code="dataset_required", detail={"field": "goal.metric"},
+        )
+    applicable = capabilities.goal_methods(model.format, has_dataset=dataset is not None)
+    wanted = spec.goal.methods or list(applicable)
+    usable = [m for m in wanted if m in applicable]
+    if not usable:
+        raise ValidationFailed(
+            f"goal.methods: none of {', '.join(wanted)} applies to this {model.format} model"
+            + ("" if dataset is not None else " without a dataset (pass dataset_id)"),
+            code="pass_not_applicable", detail={"field": "goal.methods", "applicable": sorted(applicable)},
+        )
+
+
 def create_job(session: Session, tenant_id: str, spec: JobSpec) -> Job:
     """Validate the whole spec against the registry and the stored inputs, then record the job.
     The caller commits, then enqueues (never inside the open transaction)."""
     quotas.check_queued_jobs(session, tenant_id)
-    if spec.goal is not None:
-        raise ValidationFailed(
-            "goal-driven search is not available yet; send a recipe", code="goal_not_supported", detail={"field": "goal"}
-        )
-    if not spec.recipe:
-        raise ValidationFailed("the recipe is empty; give at least one step", code="spec_invalid", detail={"field": "recipe"})
-    passes = [capabilities.validate_step(step, i) for i, step in enumerate(spec.recipe)]
     capabilities.validate_benchmark(spec.benchmark)
-    _check_inputs(session, tenant_id, spec.model_id, spec.dataset_id, passes)
+    if spec.goal is not None:
+        _check_goal(session, tenant_id, spec)
+    else:
+        passes = [capabilities.validate_step(step, i) for i, step in enumerate(spec.recipe or [])]
+        _check_inputs(session, tenant_id, spec.model_id, spec.dataset_id, passes)
     if spec.webhook_url:
         check_webhook_url(spec.webhook_url)
     job = Job(
@@ -77,7 +102,7 @@ def create_job(session: Session, tenant_id: str, spec: JobSpec) -> Job:
     session.add(job)
     session.flush()
     add_event(session, job.id, "state", {"state": JobState.QUEUED})
-    log.info("job.created", job_id=job.id, tenant_id=tenant_id, steps=len(spec.recipe), queue=job.queue)
+    log.info("job.created", job_id=job.id, tenant_id=tenant_id, steps=len(spec.recipe or []), goal=spec.goal is not None, queue=job.queue)
     return job
 
 

@@ -97,9 +97,15 @@ def test_the_401_codes_are_the_services_own(app: Any, key: str) -> None:
     assert client.get("/healthz").status_code == 200
 
 
+def recipe_array(job_spec: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's array schema (the recipe is an array, or null for a goal job)."""
+    recipe = job_spec["properties"]["recipe"]
+    return next(b for b in [recipe, *recipe.get("anyOf", [])] if b.get("type") == "array")
+
+
 def test_recipe_steps_are_one_of_every_registered_pass_each_requiring_its_op(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
-    assert schemas["JobSpec"]["properties"]["recipe"]["items"] == {"$ref": "#/components/schemas/RecipeStep"}
+    assert recipe_array(schemas["JobSpec"])["items"] == {"$ref": "#/components/schemas/RecipeStep"}
     capabilities = get_capabilities()
     alternatives = [schemas[ref["$ref"].rsplit("/", 1)[1]] for ref in schemas["RecipeStep"]["oneOf"]]
     pinned = {(s["properties"]["op"]["const"], s["properties"]["method"]["const"]) for s in alternatives}
@@ -126,7 +132,8 @@ def test_the_goal_is_typed(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
     goal = schemas["JobSpec"]["properties"]["goal"]
     assert {"$ref": "#/components/schemas/GoalSpec"} in goal["anyOf"]
-    assert set(schemas["GoalSpec"]["properties"]) == {"metric", "max_drop", "objective", "budget_minutes"}
+    assert set(schemas["GoalSpec"]["properties"]) == {"metric", "max_drop", "objective", "batch_size", "budget_minutes", "methods"}
+    assert schemas["GoalSpec"]["additionalProperties"] is False
 
 
 def test_without_the_engine_the_document_keeps_plain_steps(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,7 +145,7 @@ def test_without_the_engine_the_document_keeps_plain_steps(app: Any, monkeypatch
     monkeypatch.setattr(openapi, "get_capabilities", unavailable)
     response = TestClient(app, raise_server_exceptions=False).get("/openapi.json")
     assert response.status_code == 200
-    recipe = response.json()["components"]["schemas"]["JobSpec"]["properties"]["recipe"]
+    recipe = recipe_array(response.json()["components"]["schemas"]["JobSpec"])
     assert recipe["items"] == {"type": "object", "additionalProperties": True}
     # Once the engine answers again, the next build types the steps.
     monkeypatch.setattr(openapi, "get_capabilities", get_capabilities)

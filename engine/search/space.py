@@ -1,0 +1,145 @@
+"""The search space: a candidate is a plan (a few named choices), turned into a recipe of
+registered passes in a valid order: a structure-changing step first (pruning, low-rank or
+distillation into a smaller student), then recovery training, quantization last."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from engine.search.goal import Goal
+
+Plan = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelTraits:
+    format: str  # "onnx" or "hf"
+    has_dataset: bool
+    has_labels: bool
+    convolutional: bool = False  # low-rank then factorizes convolutions (Tucker-2), not linear layers
+
+
+def applicable_methods(traits: ModelTraits) -> list[str]:
+    """Ops the search can use on this model: distillation trains, so it needs rows."""
+    methods = ["quantize", "prune", "lowrank"]
+    if traits.has_dataset:
+        methods.append("distill")
+    return methods
+
+
+def search_capabilities() -> dict[str, Any]:
+    """What the API checks a goal against before it queues the job."""
+    return {
+        "methods": {fmt: applicable_methods(ModelTraits(format=fmt, has_dataset=True, has_labels=True)) for fmt in ("onnx", "hf")},
+        "needs_dataset": sorted(set(applicable_methods(ModelTraits("onnx", True, True))) - set(applicable_methods(ModelTraits("onnx", False, False)))),
+    }
+
+
+def structures(goal: Goal, traits: ModelTraits) -> list[str]:
+    none = ["none"] if "quantize" in goal.methods else []
+    return [*none, *[m for m in ("prune", "lowrank", "distill") if m in goal.methods and m in applicable_methods(traits)]]
+
+
+def quantizers(goal: Goal, traits: ModelTraits) -> list[str]:
+    if "quantize" not in goal.methods:
+        return ["none"]
+    if goal.methods == ("quantize",):
+        # Alone, quantization is the whole search: its variants are the space.
+        return ["auto", "dynamic", "static"] if traits.format == "onnx" else ["auto"]
+    return ["none", "auto"]
+
+
+def suggest(trial: optuna.Trial, goal: Goal, traits: ModelTraits) -> Plan:
+    """Define-by-run: a choice's options are asked only where the choice is taken."""
+    plan: Plan = {"structure": trial.suggest_categorical("structure", structures(goal, traits))}
+    if plan["structure"] == "prune":
+        plan["prune_ratio"] = trial.suggest_float("prune_ratio", 0.1, 0.8, step=0.05)
+    elif plan["structure"] == "lowrank":
+        plan["lowrank_ratio"] = trial.suggest_float("lowrank_ratio", 0.2, 0.9, step=0.05)
+    elif plan["structure"] == "distill":
+        if traits.format == "hf":
+            plan["keep_every"] = trial.suggest_int("keep_every", 2, 4)
+        else:
+            plan["width"] = trial.suggest_float("width", 0.25, 0.75, step=0.05)
+    if plan["structure"] != "none" and traits.has_dataset:
+        plan["epochs"] = trial.suggest_int("epochs", 1, 6)
+    if plan["structure"] == "none":
+        # The original unchanged is the baseline, not a candidate.
+        plan["quantize"] = trial.suggest_categorical("quantize_only", [q for q in quantizers(goal, traits) if q != "none"])
+    else:
+        plan["quantize"] = trial.suggest_categorical("quantize", quantizers(goal, traits))
+    return plan
+
+
+def one_shots(goal: Goal, traits: ModelTraits) -> list[Plan]:
+    """Cheap first: one candidate per family with middle-of-the-road options, before the sampler
+    spends the budget where these point."""
+    shapes = structures(goal, traits)
+    quant = quantizers(goal, traits)
+    trained = traits.has_dataset
+    plans: list[Plan] = []
+    if "auto" in quant:
+        plans.append({"structure": "none", "quantize": "auto"})
+    for q in quant:
+        if q not in ("none", "auto") and "none" in shapes:
+            plans.append({"structure": "none", "quantize": q})
+    fallback = "none" if "none" in quant else quant[0]
+    if "prune" in shapes:
+        plans.append({"structure": "prune", "prune_ratio": 0.3, **({"epochs": 2} if trained else {}), "quantize": fallback})
+    if "lowrank" in shapes:
+        plans.append({"structure": "lowrank", "lowrank_ratio": 0.5, **({"epochs": 2} if trained else {}), "quantize": fallback})
+    if "distill" in shapes:
+        student = {"keep_every": 2} if traits.format == "hf" else {"width": 0.5}
+        plans.append({"structure": "distill", **student, "epochs": 3, "quantize": fallback})
+    if "prune" in shapes and "auto" in quant:
+        plans.append({"structure": "prune", "prune_ratio": 0.5, **({"epochs": 3} if trained else {}), "quantize": "auto"})
+    return plans
+
+
+def params_of(plan: Plan) -> dict[str, Any]:
+    """The sampler's parameters that ``suggest`` turns into ``plan`` (to enqueue a plan)."""
+    if plan["structure"] == "none":
+        return {"structure": "none", "quantize_only": plan["quantize"]}
+    return dict(plan)
+
+
+def plan_key(plan: Plan) -> str:
+    return ",".join(f"{k}={plan[k]}" for k in sorted(plan))
+
+
+def recipe_of(plan: Plan, goal: Goal, traits: ModelTraits) -> list[dict[str, Any]]:
+    """The recipe a plan stands for: what the user could resubmit as a recipe job."""
+    objective = "labels" if goal.metric in ("accuracy", "f1", "mse") else "distill"
+    epochs = int(plan.get("epochs", 0))
+    steps: list[dict[str, Any]] = []
+    structure = plan["structure"]
+    if structure == "prune":
+        steps.append({"op": "prune", "method": "structured", "ratio": plan["prune_ratio"], "finetune_epochs": epochs})
+    elif structure == "lowrank":
+        if traits.convolutional:
+            steps.append({"op": "lowrank", "method": "tucker", "rank_rule": "ratio", "rank_ratio": plan["lowrank_ratio"]})
+        else:
+            steps.append({"op": "lowrank", "method": "svd", "param_ratio": plan["lowrank_ratio"]})
+        if epochs:
+            steps.append({"op": "finetune", "method": "train", "epochs": epochs, "objective": objective})
+    elif structure == "distill":
+        student: dict[str, Any] = (
+            {"student": "fewer_layers", "keep_every": plan["keep_every"]} if "keep_every" in plan
+            else {"student": "width", "width_multiplier": plan["width"]}
+        )
+        steps.append({"op": "distill", "method": "kd", "epochs": epochs or 3, **student})
+    quantize = plan["quantize"]
+    if quantize == "auto":
+        step: dict[str, Any] = {"op": "quantize", "method": "auto"}
+        if goal.metric == "cosine":
+            # The search judges quality itself: let the default quantize as far as the bound allows.
+            step["target_cosine"] = round(max(0.9, 1.0 - goal.max_drop), 4)
+        steps.append(step)
+    elif quantize == "dynamic":
+        steps.append({"op": "quantize", "method": "dynamic", "per_channel": True})
+    elif quantize == "static":
+        steps.append({"op": "quantize", "method": "static", "per_channel": True})
+    return steps
