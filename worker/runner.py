@@ -143,7 +143,7 @@ def execute(job_id: str) -> str:
             request = {
                 "job_id": job_id,
                 "kind": job.kind,
-                "recipe": spec.get("recipe", []),
+                "recipe": spec.get("recipe") or [],
                 "benchmark": spec.get("benchmark", {}),
                 "seed": spec.get("seed", 0),
                 "goal": spec.get("goal"),

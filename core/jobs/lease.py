@@ -135,7 +135,13 @@ def record_candidate(session: Session, job_id: str, worker_id: str, candidate: d
 def search_trials(session: Session, job_id: str) -> list[dict[str, Any]]:
     """What earlier attempts of a goal job evaluated, in order (``JobRequest.prior_trials``)."""
     rows = session.scalars(select(Candidate).where(Candidate.job_id == job_id)).all()
-    trials = [r.metrics["search"] for r in rows if isinstance(r.metrics, dict) and "search" in r.metrics]
+    trials = [
+        {**r.metrics["search"], "extra": {
+            "candidate_id": r.id, "recipe": r.recipe, "ratios": r.ratios,
+            "metrics": {k: v for k, v in r.metrics.items() if k != "search"},
+        }}
+        for r in rows if isinstance(r.metrics, dict) and isinstance(r.metrics.get("search"), dict)
+    ]
     return sorted(trials, key=lambda t: t.get("number", 0))
 
 
