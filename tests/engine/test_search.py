@@ -1,0 +1,146 @@
+"""The search's parts on their own: the row split, the goal's defaults and scores, the Pareto
+front, the sampler's resume, and (by construction) that the final figure is computed on rows
+that neither built nor selected a candidate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench import materials
+from engine.data import Dataset
+from engine.errors import DatasetInvalid, DatasetRequired
+from engine.job import JobRequest, run_job
+from engine.search import evaluate, pareto, run
+from engine.search.goal import Goal, objective_gain, quality_drop, resolve_goal
+from engine.search.space import ModelTraits, one_shots, recipe_of
+from engine.search.split import split_rows
+from engine.search.strategy import Search, TrialRecord
+
+GOAL = Goal(metric="accuracy", max_drop=0.01, objective="latency", batch_size=8, budget_seconds=60,
+            methods=("quantize", "prune", "lowrank", "distill"))
+
+
+def test_the_split_is_disjoint_covers_every_row_and_follows_the_seed() -> None:
+    split = split_rows(100, seed=3, eval_set=False)
+    parts = [set(split.fit.tolist()), set(split.select.tolist()), set(split.held_out.tolist())]
+    assert [len(p) for p in parts] == [60, 20, 20]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert set().union(*parts) == set(range(100))
+    assert split_rows(100, seed=3, eval_set=False).select.tolist() == split.select.tolist()
+    assert split_rows(100, seed=4, eval_set=False).select.tolist() != split.select.tolist()
+    with_eval = split_rows(100, seed=3, eval_set=True)
+    assert len(with_eval.held_out) == 0 and len(with_eval.fit) + len(with_eval.select) == 100
+    with pytest.raises(DatasetInvalid):
+        split_rows(5, seed=0, eval_set=False)
+
+
+def test_goal_defaults_follow_the_dataset() -> None:
+    labelled = Dataset(format="npz", arrays={"x": np.zeros((4, 2), np.float32)}, labels=np.array([0, 1, 0, 1]))
+    regression = Dataset(format="npz", arrays={"x": np.zeros((4, 2), np.float32)}, labels=np.zeros((4, 1), np.float32))
+    applicable = ["quantize", "prune"]
+    assert resolve_goal({}, dataset=labelled, batch_sizes=[8, 1], applicable=applicable).metric == "accuracy"
+    assert resolve_goal({}, dataset=regression, batch_sizes=[1], applicable=applicable).metric == "mse"
+    unlabelled = resolve_goal({}, dataset=None, batch_sizes=[8, 1], applicable=applicable)
+    assert (unlabelled.metric, unlabelled.batch_size, unlabelled.max_drop, unlabelled.objective) == ("cosine", 8, 0.01, "latency")
+    assert unlabelled.methods == ("quantize", "prune") and unlabelled.budget_seconds == 30 * 60
+    with pytest.raises(DatasetRequired):
+        resolve_goal({"metric": "accuracy"}, dataset=None, batch_sizes=[1], applicable=applicable)
+
+
+def test_drop_and_gain_are_read_in_the_metrics_units() -> None:
+    base = {"quality": {"accuracy": 0.95, "mse": 0.10}}
+    cand = {"quality": {"accuracy": 0.93, "mse": 0.12}, "fidelity": {"cosine_mean": 0.97}}
+    assert quality_drop(GOAL, base, cand) == pytest.approx(0.02)
+    assert quality_drop(Goal(**{**GOAL.__dict__, "metric": "mse"}), base, cand) == pytest.approx(0.02)
+    assert quality_drop(Goal(**{**GOAL.__dict__, "metric": "cosine"}), base, cand) == pytest.approx(0.03)
+    ratios = {"speedup": {"8": {"value": 2.5}}, "size": 4.0}
+    assert objective_gain(GOAL, ratios) == 2.5
+    assert objective_gain(Goal(**{**GOAL.__dict__, "objective": "size"}), ratios) == 4.0
+
+
+def test_recipes_put_structure_first_and_quantization_last() -> None:
+    traits = ModelTraits(format="onnx", has_dataset=True, has_labels=True, convolutional=True)
+    for plan in one_shots(GOAL, traits):
+        ops = [step["op"] for step in recipe_of(plan, GOAL, traits)]
+        assert ops and ops == sorted(ops, key=["prune", "lowrank", "distill", "finetune", "quantize"].index), ops
+    lowrank = recipe_of({"structure": "lowrank", "lowrank_ratio": 0.5, "epochs": 2, "quantize": "auto"}, GOAL, traits)
+    assert [s["method"] for s in lowrank] == ["tucker", "train", "auto"]
+
+
+def _record(number: int, gain: float, drop: float, state: str = "complete") -> TrialRecord:
+    return TrialRecord(number=number, plan={"structure": "none", "quantize": "auto"}, params={}, distributions={},
+                       state=state, gain=gain, drop=drop, extra={"candidate_id": f"c{number}"})
+
+
+def test_the_pareto_front_keeps_only_undominated_candidates() -> None:
+    records = [_record(0, 2.0, 0.01), _record(1, 3.0, 0.05), _record(2, 1.5, 0.02), _record(3, 3.0, 0.04),
+               _record(4, 9.0, 0.0, state="failed")]
+    assert [r.number for r in pareto.front(records)] == [3, 0]
+
+
+def test_a_resumed_search_replays_what_it_evaluated_and_goes_on() -> None:
+    traits = ModelTraits(format="onnx", has_dataset=True, has_labels=True)
+    first = Search(GOAL, traits, seed=0, prior=[])
+    for number in range(4):
+        proposal = first.ask()
+        record = TrialRecord(number=number, plan=proposal.plan, params={}, distributions={}, state="complete",
+                             gain=1.0 + number, drop=0.001 * number, extra={"candidate_id": f"c{number}"})
+        first.tell(proposal, record)
+    saved = [r.to_json() for r in first.records]
+    resumed = Search(GOAL, traits, seed=0, prior=[TrialRecord.from_json(r) for r in saved])
+    done = [t for t in resumed.study.trials if t.state.is_finished()]
+    assert [t.values for t in done] == [t.values for t in first.study.trials if t.state.is_finished()]
+    assert len(done) == 4
+    # The one-shots already evaluated are not proposed again.
+    evaluated = {str(r.plan) for r in first.records}
+    assert str(resumed.ask().plan) not in evaluated
+
+
+def test_the_final_figure_is_computed_on_rows_that_neither_built_nor_selected_a_candidate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every row carries its number in its pixels; the datasets each stage received are read back."""
+    x_train, _, y_train, _ = materials.digits()
+    rows = 120
+    x = x_train[:rows].copy()
+    x[:, 0, 0, 0] = np.arange(rows) / 1000.0  # a row's identity, read back below
+    np.savez(tmp_path / "rows.npz", image=x, labels=y_train[:rows])
+    seen: dict[str, set[int]] = {"fit": set(), "select": set(), "held_out": set()}
+
+    def ids(dataset: Dataset | None) -> set[int]:
+        assert dataset is not None
+        return set(np.rint(dataset.arrays["image"][:, 0, 0, 0] * 1000).astype(int).tolist())
+
+    real_build, real_measure, real_bench = evaluate.build, run.measure, run.benchmark_models
+
+    def build(recipe: Any, prepared: Any, ctx: Any, work_dir: Path) -> Any:
+        seen["fit"] |= ids(prepared.fit)
+        return real_build(recipe, prepared, ctx, work_dir)
+
+    def measure(*args: Any, **kwargs: Any) -> Any:
+        seen["select"] |= ids(args[4].select)
+        return real_measure(*args, **kwargs)
+
+    def final(*args: Any, **kwargs: Any) -> Any:
+        seen["held_out"] |= ids(kwargs["dataset"])
+        return real_bench(*args, **kwargs)
+
+    monkeypatch.setattr(run, "build", build)
+    monkeypatch.setattr(run, "measure", measure)
+    monkeypatch.setattr(run, "benchmark_models", final)
+    request = JobRequest(
+        job_id="job_t", model_path=materials.digits_cnn_onnx(), dataset_path=tmp_path / "rows.npz",
+        goal={"metric": "accuracy", "max_drop": 0.5, "batch_size": 8, "budget_minutes": 0.3, "methods": ["quantize"]},
+        benchmark={"batch_sizes": [8], "warmup_runs": 1, "min_runs": 5, "max_runs": 20, "time_budget_seconds": 0.5, "measure_memory": False},
+        candidate_id="cand_t_1", work_dir=tmp_path / "work", out_dir=tmp_path / "out",
+    )
+    result = run_job(request)
+    assert result["candidates"] and all(seen.values()), seen
+    assert not (seen["held_out"] & (seen["fit"] | seen["select"]))
+    assert not (seen["fit"] & seen["select"])
+    described = json.loads((tmp_path / "out" / "report.json").read_text())["search"]["rows"]
+    assert [described[k]["rows"] for k in ("calibration_and_training", "selection", "held_out")] == [72, 24, 24]
+    assert len(seen["held_out"]) == 24
