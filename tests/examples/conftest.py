@@ -54,8 +54,9 @@ def examples_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service
 
 
 @pytest.fixture(scope="module")
-def api_key(examples_stack: ServiceStack) -> str:
-    tenant = examples_stack.admin("create-tenant", "examples")
+def api_key(examples_stack: ServiceStack, request: pytest.FixtureRequest) -> str:
+    """A tenant of each test module's own (tenant names are unique)."""
+    tenant = examples_stack.admin("create-tenant", request.module.__name__.rsplit(".", 1)[-1].replace("_", "-"))
     return examples_stack.admin("create-key", tenant)
 
 
