@@ -108,7 +108,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(200)
         try:
             self.server.handle(Delivery(delivery_id, record, body, headers))
-        except Exception as exc:  # noqa: BLE001 - any failure: let Shrink retry
+        except Exception as exc:  # any failure: answer 500, and Shrink retries
             self.log_error("handling %s failed: %r", delivery_id, exc)
             return self._answer(500)
         self.server.remember(delivery_id)
@@ -119,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
+    def log_message(self, format: str, *args: Any) -> None:
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
 

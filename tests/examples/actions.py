@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import site
 import subprocess
 import sys
@@ -104,9 +105,10 @@ class Runner:
     def _action(self, name: str, uses: str, with_: dict[str, str]) -> StepResult:
         action = uses.split("@")[0]
         if action == "actions/checkout":
-            if "path" in with_:  # the Shrink repository, beside the model's
+            if "path" in with_:  # the Shrink repository, beside the model's: its client is what is used
                 assert with_.get("repository"), "a second checkout names its repository"
-                (self.workspace / with_["path"]).symlink_to(self.repository)
+                shutil.copytree(self.repository / "clients", self.workspace / with_["path"] / "clients",
+                                ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
             return StepResult(name, 0)
         if action == "actions/setup-python":
             return self._setup_python(name)
