@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements-nodeps.txt clients/python/pyproject.toml
 	# torch==2.13.0: pip resolves the CPU wheel where one is available locally (docs/operations.md, "Installing without the image").
 	# The client first, so that the server's `shrink` (which adds the client's commands) is the one on PATH.
 	$(PY) -m pip install -q -e clients/python
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,examples]'
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	# A test tool whose metadata asks typer<0.28 (it runs with the pinned 0.29.2): no resolver.
 	$(PY) -m pip install -q --no-deps openapi-python-client==0.29.1 ruamel.yaml==0.19.1
@@ -46,7 +46,7 @@ test: install chromium
 	$(PY) -m pytest
 
 lint: install
-	$(VENV)/bin/ruff check api core worker engine tests bench clients
+	$(VENV)/bin/ruff check api core worker engine tests bench clients examples
 
 bench: install
 	$(PY) -m bench.service
