@@ -5,7 +5,7 @@ miss the goal, fails the wait op and so the run.
 The job spec comes from a JSON file, so the same job runs a recipe or a goal:
 
     {"recipe": [{"op": "quantize"}], "benchmark": {"batch_sizes": [1, 8]}}
-    {"goal": {"metric": "fidelity", "max_drop": 0.01, "budget_minutes": 30}}
+    {"goal": {"metric": "cosine", "max_drop": 0.01, "budget_minutes": 30}}
 
 (keys: `recipe` or `goal`, and optionally `benchmark`, `labels`, `webhook_url`).
 

@@ -21,6 +21,8 @@ from engine.search.space import ModelTraits, Plan
 STARTUP_TRIALS = 6
 # A small space is exhausted when the sampler keeps proposing plans already evaluated.
 MAX_REPEATS_IN_A_ROW = 12
+# A family (pruning, low-rank...) whose candidates fail this often, none measured, is given up.
+FAILURES_TO_GIVE_UP = 2
 
 
 @dataclass
@@ -87,11 +89,15 @@ class Search:
         return create_trial(state=TrialState.FAIL, params=record.params, distributions=distributions)
 
     def _not_applicable(self) -> set[str]:
-        """Families whose every candidate so far was refused as not applicable to this model."""
-        refused = {r.plan["structure"] for r in self.records
-                   if r.state == "failed" and (r.error or {}).get("code") == "pass_not_applicable"}
+        """Families that do not work on this model: refused as not applicable, or failed every
+        time so far (twice or more), with no candidate of theirs measured."""
+        failures: dict[str, int] = {}
+        for r in self.records:
+            if r.state == "failed":
+                weight = FAILURES_TO_GIVE_UP if (r.error or {}).get("code") == "pass_not_applicable" else 1
+                failures[r.plan["structure"]] = failures.get(r.plan["structure"], 0) + weight
         worked = {r.plan["structure"] for r in self.records if r.state == "complete"}
-        return refused - worked - {"none"}
+        return {s for s, n in failures.items() if n >= FAILURES_TO_GIVE_UP} - worked - {"none"}
 
     @property
     def exhausted(self) -> bool:

@@ -15,10 +15,9 @@ import pytest
 from shrink_client import Client
 
 from bench.stack import ServiceStack
-from tests.examples.conftest import EXAMPLES, FAILING_SPEC, RECIPE_SPEC, write_json
+from tests.examples.conftest import EXAMPLES, FAILING_SPEC, GOAL_SPEC, write_json
 
-# Once goal jobs exist: GOAL_SPEC (tests/examples/conftest.py).
-SPEC: dict[str, Any] = RECIPE_SPEC
+SPEC: dict[str, Any] = GOAL_SPEC
 
 
 @pytest.fixture(scope="module")

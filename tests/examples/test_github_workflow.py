@@ -15,23 +15,21 @@ from shrink_client import Client
 
 from bench.stack import ServiceStack
 from core import capabilities
+from core.jobs.schemas import GoalSpec
 from tests.examples.actions import Runner
 from tests.examples.conftest import (
     EXAMPLES,
     FAILING_SPEC,
     GOAL_SPEC,
-    RECIPE_SPEC,
     ROOT,
     UNMET_SPEC,
     write_json,
 )
 
 WORKFLOW = EXAMPLES / "github-actions" / "compress-on-release.yml"
-# The workflow sends its spec file with --goal. Until the service runs goal jobs (today: 422
-# goal_not_supported) the test hands the same file to --recipe; once it does, set GOALS = True and
-# SPEC = GOAL_SPEC (tests/examples/conftest.py).
-GOALS = False
-SPEC: dict[str, Any] = RECIPE_SPEC
+# The workflow sends its spec file with --goal; for a recipe spec (the failing cases) the test
+# hands the file to --recipe instead.
+SPEC: dict[str, Any] = GOAL_SPEC
 
 
 def _runner(workspace: Path, stack: ServiceStack, api_key: str, model_file: Path, spec: dict[str, Any]) -> Runner:
@@ -39,7 +37,7 @@ def _runner(workspace: Path, stack: ServiceStack, api_key: str, model_file: Path
     env = workflow["env"]
     workspace.mkdir()
     (workspace / env["MODEL_PATH"]).write_bytes(model_file.read_bytes())
-    write_json(workspace / env["SHRINK_GOAL"], spec["goal"] if GOALS else spec["recipe"])
+    write_json(workspace / env["SHRINK_GOAL"], spec["goal"] if "goal" in spec else spec["recipe"])
     write_json(workspace / env["SHRINK_BENCHMARK"], spec["benchmark"])
     contexts = {
         "secrets": {"SHRINK_URL": stack.base, "SHRINK_API_KEY": api_key},
@@ -48,8 +46,8 @@ def _runner(workspace: Path, stack: ServiceStack, api_key: str, model_file: Path
     return Runner(workflow, workspace, ROOT, contexts)
 
 
-def _run(runner: Runner) -> list[Any]:
-    return runner.run("compress", replace={} if GOALS else {"--goal ": "--recipe "})
+def _run(runner: Runner, spec: dict[str, Any]) -> list[Any]:
+    return runner.run("compress", replace={} if "goal" in spec else {"--goal ": "--recipe "})
 
 
 def test_the_workflow_runs_on_release_and_keeps_the_best_model(
@@ -61,7 +59,7 @@ def test_the_workflow_runs_on_release_and_keeps_the_best_model(
     assert "--goal " in compress["run"] and "--wait --output" in compress["run"]
     assert compress["env"]["SHRINK_API_KEY"] == "${{ secrets.SHRINK_API_KEY }}"
 
-    results = _run(runner)
+    results = _run(runner, SPEC)
     assert [r.returncode for r in results] == [0] * len(runner.workflow["jobs"]["compress"]["steps"]), results[-1]
     install = next(r for r in results if r.name == "Install the Shrink client")
     assert "Successfully installed shrink-client" in install.stdout
@@ -86,7 +84,7 @@ def test_the_compress_step_fails_the_build_when_the_job_gives_no_model(
     examples_stack: ServiceStack, api_key: str, model_file: Path, tmp_path: Path, spec: dict[str, Any], says: str
 ) -> None:
     runner = _runner(tmp_path / "workspace", examples_stack, api_key, model_file, spec)
-    results = _run(runner)
+    results = _run(runner, spec)
     assert results[-1].name == "Compress" and results[-1].returncode == 1, results[-1]
     assert says in results[-1].stderr and "Traceback" not in results[-1].stderr
     assert not runner.uploaded and not (tmp_path / "workspace" / "compressed").exists()
@@ -97,4 +95,4 @@ def test_the_spec_files_beside_the_workflow_pass_the_services_checks() -> None:
     for index, step in enumerate(json.loads((folder / "recipe.json").read_text())):
         capabilities.validate_step(step, index)
     capabilities.validate_benchmark(json.loads((folder / "benchmark.json").read_text()))
-    assert set(json.loads((folder / "goal.json").read_text())) == set(GOAL_SPEC["goal"])
+    GoalSpec.model_validate(json.loads((folder / "goal.json").read_text()))

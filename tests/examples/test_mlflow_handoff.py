@@ -18,10 +18,9 @@ from mlflow import MlflowClient
 from shrink_client import Client
 
 from bench.stack import ServiceStack
-from tests.examples.conftest import EXAMPLES, RECIPE_SPEC, UNMET_SPEC, write_json
+from tests.examples.conftest import EXAMPLES, GOAL_SPEC, UNMET_SPEC, write_json
 
-# Once goal jobs exist: GOAL_SPEC (tests/examples/conftest.py).
-SPEC: dict[str, Any] = RECIPE_SPEC
+SPEC: dict[str, Any] = GOAL_SPEC
 
 
 @pytest.fixture(scope="module")

@@ -107,7 +107,7 @@ def compress(
     recipe: Annotated[str | None, typer.Option(
         "--recipe", help='the steps, as JSON or a JSON file, e.g. \'[{"op": "quantize", "method": "dynamic"}]\' (default: [{"op": "quantize"}])')] = None,
     goal: Annotated[str | None, typer.Option(
-        "--goal", help='instead of a recipe: a goal as JSON or a JSON file, e.g. \'{"metric": "fidelity", "max_drop": 0.01}\'')] = None,
+        "--goal", help='instead of a recipe: a goal as JSON or a JSON file, e.g. \'{"metric": "cosine", "max_drop": 0.01}\'')] = None,
     benchmark: Annotated[str | None, typer.Option(
         "--benchmark", help='benchmark settings as JSON or a JSON file, e.g. \'{"batch_sizes": [1, 8]}\'')] = None,
     name: Annotated[str | None, typer.Option("--name", help="the uploaded model's display name (default: the file name)")] = None,
