@@ -3,7 +3,8 @@ processes (uvicorn and a Celery worker, the embedded default): sign in with a ke
 and a dataset, delete the dataset, cancel a queued job, submit a recipe job built from the
 capabilities form and watch it reach ``succeeded`` over its event stream, read the report framed
 in the page, download the artifact and check its bytes, delete a job; at 1280 and 800 pixels
-wide. Screenshots go to ``$SHRINK_SCREENSHOT_DIR`` (or the test's temporary folder)."""
+wide. Screenshots go to ``$SHRINK_SCREENSHOT_DIR`` (or the test's temporary folder). And goal
+mode, shown from the goal schema the capabilities may carry and absent without one."""
 
 from __future__ import annotations
 
@@ -11,13 +12,20 @@ import hashlib
 import os
 import re
 import shutil
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
-from playwright.sync_api import Page, expect, sync_playwright
+import pytest
+from playwright.sync_api import Page, Route, expect, sync_playwright
 
-from bench.stack import ServiceStack
+from bench.stack import ServiceStack, free_port
+from core.db import session_scope
+from core.models import StoredModel
+from core.tenants import service as tenants
 from tests.client.conftest import tiny_onnx
 
 BENCHMARK = {"Batch Sizes": "1", "Warmup Runs": "2", "Min Runs": "5", "Max Runs": "30", "Time Budget Seconds": "2", "Fidelity Rows": "8"}
@@ -142,5 +150,70 @@ def test_the_console_drives_the_whole_road(embedded_stack: ServiceStack, tmp_pat
             expect(page.get_by_label("API key")).to_be_visible()
             assert page.evaluate("async () => (await fetch('/v1/jobs')).status") == 401
             assert not failures, failures
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def served(db_env: dict[str, str]) -> Iterator[str]:
+    """The app in this process over real HTTP, on SQLite: no worker (nothing here runs a job)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("db_env", ["sqlite"], indirect=True)
+def test_goal_mode_follows_the_capabilities_goal_schema(served: str) -> None:
+    from core.jobs.schemas import GoalSpec
+
+    with session_scope() as session:
+        tenant = tenants.create_tenant(session, "goals")
+        _, key = tenants.create_api_key(session, tenant.id)
+        session.add(StoredModel(id="mdl_goal", tenant_id=tenant.id, name="g", format="onnx", size_bytes=1,
+                                sha256="0" * 64, storage_key="k", info={}))
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(15000)
+
+            def with_goal(route: Route) -> None:
+                # The capabilities as the service answers them, plus a goal schema.
+                answer = route.fetch()
+                route.fulfill(response=answer, json={**answer.json(), "goal": GoalSpec.model_json_schema()})
+
+            page.route("**/v1/capabilities", with_goal)
+            page.goto(f"{served}/")
+            page.get_by_label("API key").fill(key)
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_label("a goal").check()
+            expect(page.locator("#recipe-part")).to_be_hidden()
+            page.get_by_label("Max Drop", exact=True).fill("0.02")
+            page.get_by_label("Objective", exact=True).select_option(label="size")
+            with page.expect_request(lambda request: request.url.endswith("/v1/jobs") and request.method == "POST") as sent:
+                page.get_by_role("button", name="Submit job").click()
+            # Only what the user changed; the service fills in the rest.
+            assert sent.value.post_data_json == {"model_id": "mdl_goal", "goal": {"max_drop": 0.02, "objective": "size"}}
+            # Whatever the service answers, its error is shown as it sent it.
+            expect(page.locator("#problem")).to_be_visible()
+            # Without a goal in the capabilities there is no goal mode.
+            page.unroute("**/v1/capabilities")
+            page.reload()
+            expect(page.locator("#recipe-part")).to_be_visible()
+            expect(page.locator("#mode-goal")).to_have_count(0)
         finally:
             browser.close()
