@@ -70,10 +70,10 @@ def _out(claims: console_session.Claims, key: ApiKey, tenant_name: str) -> Sessi
              summary="Sign a browser in: check an API key and set the console's session cookie",
              responses=responses(400, 401, 413, 422, 429))  # 400: a body that is not JSON; 413: past the body limit
 def sign_in(body: SessionRequest, request: Request, response: Response, session: SessionDep) -> SessionOut:
-    tenant = tenants.authenticate(session, body.api_key.strip())
-    parsed = security.parse_key(body.api_key.strip())
-    assert parsed is not None  # authenticate refused a malformed key
-    key = session.scalars(select(ApiKey).where(ApiKey.lookup == parsed[0])).one()
+    presented = body.api_key.strip()
+    tenant = tenants.authenticate(session, presented)  # 401 invalid_api_key, as for a Bearer request
+    lookup, _ = security.parse_key(presented) or ("", "")  # well-formed: authenticate accepted it
+    key = session.scalars(select(ApiKey).where(ApiKey.lookup == lookup)).one()
     session.commit()  # last_used_at
     quotas.check_request_rate(session, tenant.id)
     claims = console_session.issue(key)
