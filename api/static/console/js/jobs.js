@@ -154,6 +154,7 @@ async function refreshJob(id) {
 export async function openJob(id) {
   closeJob();
   watched = { id, source: null, view: detailView(id) };
+  $("#job-detail").scrollIntoView({ block: "start" });
   try {
     const job = await refreshJob(id);
     // The stream replays the job's events from the start, then follows it; it ends with `end`.
