@@ -124,6 +124,12 @@ def test_the_console_drives_the_whole_road(embedded_stack: ServiceStack, tmp_pat
             page.get_by_role("button", name="Show report").click()
             report = page.frame_locator("#report-frame")
             expect(report.locator("body")).to_contain_text(job_id)
+            # Every control has an accessible name: a label, an aria-label or its own text.
+            unnamed = page.evaluate("""() => [...document.querySelectorAll("input, select, textarea, button")]
+                .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute("aria-label") && !el.textContent.trim())
+                .map((el) => el.outerHTML.slice(0, 160))""")
+            assert not unnamed, unnamed
+            assert page.locator("input, select, textarea, button").count() > 30  # the form's fields included
             page.screenshot(path=str(shots / "console-1280.png"), full_page=True)
             assert _no_sideways_scroll(page)
 
