@@ -33,7 +33,7 @@ migrate: install
 
 run: migrate
 	@echo ""
-	@echo "Shrink API on http://$(HOST):$(PORT) (docs: http://$(HOST):$(PORT)/docs), worker on queues cpu,gpu."
+	@echo "Shrink API and web console on http://$(HOST):$(PORT)/ (docs: /docs, with a key), worker on queues cpu,gpu."
 	@echo "Get an API key in another shell:"
 	@echo "  TENANT=\$$($(VENV)/bin/shrink admin create-tenant my-team); KEY=\$$($(VENV)/bin/shrink admin create-key \$$TENANT)"
 	@echo "  curl -H \"Authorization: Bearer \$$KEY\" http://$(HOST):$(PORT)/v1/capabilities"

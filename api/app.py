@@ -8,6 +8,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, openapi
+from api.console import headers as console_headers
+from api.console import router as console
 from api.metrics import metrics_middleware
 from api.routers import artifacts, benchmarks, catalog, jobs, quota, system, webhooks
 from core.jobs.schemas import MAX_SPEC_BODY_BYTES
@@ -17,8 +19,10 @@ from core.storage import remove_stale_temporary_files
 
 DESCRIPTION = """Compression as a service for neural networks: upload a model (and a dataset),
 submit a recipe, poll or stream the job, read the benchmark report, download the smaller model.
-Every route but health, readiness and metrics needs `Authorization: Bearer <api key>` (the
-`bearer` security scheme: **Authorize** in /docs). A recipe step is one of the `RecipeStep`
+Every route but health, readiness, metrics and the console's sign-in needs `Authorization: Bearer
+<api key>` (the `bearer` security scheme: **Authorize** in /docs), or the web console's session
+cookie (`session`, set by `POST /v1/session`; with it a POST or DELETE also sends `X-CSRF-Token`).
+These pages and `/openapi.json` need one too. A recipe step is one of the `RecipeStep`
 schemas, as `GET /v1/capabilities` lists them."""
 
 
@@ -71,6 +75,7 @@ def create_app() -> openapi.ShrinkAPI:
     app.add_middleware(BodyLimit, max_bytes=MAX_SPEC_BODY_BYTES,
                        streamed_paths=frozenset({catalog.models.prefix, catalog.datasets.prefix}))
     app.middleware("http")(metrics_middleware)
+    app.add_middleware(console_headers.PageHeaders)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -83,5 +88,6 @@ def create_app() -> openapi.ShrinkAPI:
     for router in (catalog.models, catalog.datasets, jobs.router, artifacts.router, benchmarks.router, system.router, webhooks.router):
         app.include_router(router)
     quota.install(app)
+    console.install(app)
     openapi.install(app)
     return app

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from api.console import session as console_session
 from core.db import new_session
 from core.errors import BadRequest, Unauthorized
 from core.models import Tenant
@@ -34,17 +35,32 @@ bearer = HTTPBearer(
     description="an API key: `shrink admin create-key TENANT` prints one",
     auto_error=False,
 )
+# The web console's cookie (api/console/session.py), the other way in: declared as the scheme
+# ``session`` so that the document says a signed-in browser may call every route.
+console_cookie = APIKeyCookie(
+    name=console_session.COOKIE,
+    scheme_name="session",
+    description="the web console's signed session cookie, set by POST /v1/session; a POST, PUT, PATCH "
+                "or DELETE made with it also sends X-CSRF-Token",
+    auto_error=False,
+)
 
 
 def _tenant(
     request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    _cookie: Annotated[str | None, Depends(console_cookie)],
 ) -> Tenant:
+    if credentials is None and not request.headers.get("Authorization") and request.cookies.get(console_session.COOKIE):
+        # A browser signed in to the console: the cookie, and X-CSRF-Token on a change.
+        tenant = console_session.tenant_of(request, session)
+        session.commit()  # last_used_at
+        return tenant
     if credentials is None:
         # HTTPBearer answers None for a missing header and for another scheme alike.
         if not request.headers.get("Authorization"):
-            raise Unauthorized("send an API key: Authorization: Bearer shk_...", code="missing_api_key")
+            raise Unauthorized("send an API key: Authorization: Bearer shk_... (or sign in to the console at /)", code="missing_api_key")
         raise Unauthorized("the Authorization header must be 'Bearer <api key>'", code="invalid_api_key")
     token = credentials.credentials.strip()
     if not token:

@@ -11,7 +11,8 @@ recipe step as a plain object, as the spec model declares it, and tries again a 
 
 The docs pages load Swagger UI and ReDoc from the copies the ``fastapi-offline`` package ships,
 served under ``/static/docs/``, so they work without internet; their Content-Security-Policy lets
-them load nothing from another host.
+them load nothing from another host. The document and both pages need an API key (Bearer) or
+the web console's session cookie, like every route they describe.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.deps import CurrentTenant
 from core.capabilities import get_capabilities
 from core.logging import get_logger
 
@@ -226,12 +228,14 @@ def install(app: ShrinkAPI) -> None:
     assets, ``/docs`` and ``/redoc``; the app is created with FastAPI's own three URLs off."""
     app.mount(STATIC_URL, StaticFiles(directory=ASSETS), name="docs-assets")
 
+    # The document and its pages need a key like the routes they describe (Bearer, or the
+    # console's cookie: the console links to them).
     @app.get(OPENAPI_URL, include_in_schema=False)
-    async def openapi_document() -> JSONResponse:
+    async def openapi_document(tenant: CurrentTenant) -> JSONResponse:
         return JSONResponse(await run_in_threadpool(app.openapi))
 
     @app.get(DOCS_URL, include_in_schema=False)
-    async def swagger_ui(request: Request) -> HTMLResponse:
+    async def swagger_ui(request: Request, tenant: CurrentTenant) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         page = get_swagger_ui_html(
             openapi_url=f"{root}{OPENAPI_URL}",
@@ -243,7 +247,7 @@ def install(app: ShrinkAPI) -> None:
         return _with_nonce(page, secrets.token_urlsafe(16))
 
     @app.get(REDOC_URL, include_in_schema=False)
-    async def redoc(request: Request) -> HTMLResponse:
+    async def redoc(request: Request, tenant: CurrentTenant) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         page = _redoc_html(title=f"{app.title}: API", openapi_url=f"{root}{OPENAPI_URL}", static_url=f"{root}{STATIC_URL}")
         return _with_nonce(page, secrets.token_urlsafe(16))

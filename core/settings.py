@@ -42,6 +42,9 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = 8 * 1024**3
     cors_origins: list[str] = Field(default_factory=list)
+    # The web console's signed session cookie lives this long at most (and never past its key's
+    # expiry); signing in again starts a new one (docs/operations.md, the web console).
+    session_seconds: int = Field(8 * 3600, gt=0, le=30 * 24 * 3600)
     page_size_max: int = 200
 
     # Job lifecycle: leases, the reaper, retries (docs/architecture.md, job lifecycle).

@@ -147,13 +147,14 @@ def test_capabilities_publish_each_ops_methods_and_default(client: httpx.Client)
     assert ops["quantize"]["default"] == "auto" and "dynamic" in ops["quantize"]["methods"]
     assert ops["prune"]["default"] == "structured"
 
-def test_health_readiness_metrics_and_openapi(shared_stack: ServiceStack) -> None:
+def test_health_readiness_metrics_and_openapi(shared_stack: ServiceStack, client: httpx.Client) -> None:
     assert httpx.get(f"{shared_stack.base}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{shared_stack.base}/readyz").json()
     assert ready["status"] == "ready" and set(ready["checks"]) == {"database", "broker", "storage"}
     metrics = httpx.get(f"{shared_stack.base}/metrics").text
     assert "shrink_http_requests_total" in metrics and 'shrink_jobs{' in metrics
-    spec = httpx.get(f"{shared_stack.base}/openapi.json").json()
+    assert httpx.get(f"{shared_stack.base}/openapi.json").status_code == 401  # the document needs a key
+    spec = client.get("/openapi.json").json()
     assert "/v1/jobs/{job_id}/report" in spec["paths"] and "Report" in spec["components"]["schemas"]
 
 

@@ -33,6 +33,8 @@ from core.models import StoredModel
 from core.tenants import service as tenants
 
 OPEN_ROUTES = {"/healthz", "/readyz"}  # /metrics is left out of the document
+# The console's sign-in and sign-out need no key; reading the session needs its cookie.
+SESSION_ROUTES = {"POST /v1/session": None, "DELETE /v1/session": None, "GET /v1/session": [{"session": []}]}
 
 
 @pytest.fixture
@@ -54,8 +56,8 @@ def key(db_env: dict[str, str]) -> str:
 
 
 @pytest.fixture
-def document(app: Any) -> dict[str, Any]:
-    response = TestClient(app).get("/openapi.json")
+def document(app: Any, key: str) -> dict[str, Any]:
+    response = TestClient(app, headers={"Authorization": f"Bearer {key}"}).get("/openapi.json")
     assert response.status_code == 200
     return response.json()
 
@@ -78,11 +80,16 @@ pytestmark = pytest.mark.parametrize("db_env", ["sqlite"], indirect=True)
 def test_every_route_but_health_and_readiness_requires_the_bearer_scheme(document: dict[str, Any]) -> None:
     scheme = document["components"]["securitySchemes"]["bearer"]
     assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
+    cookie = document["components"]["securitySchemes"]["session"]
+    assert cookie["type"] == "apiKey" and cookie["in"] == "cookie" and cookie["name"] == "shrink_session"
     for where, operation in _operations(document):
         if where.split(" ")[1] in OPEN_ROUTES:
             assert "security" not in operation, where
+        elif where in SESSION_ROUTES:
+            assert operation.get("security") == SESSION_ROUTES[where], where
         else:
-            assert operation.get("security") == [{"bearer": []}], where
+            # Either one: an API key, or the web console's session cookie.
+            assert operation.get("security") == [{"bearer": []}, {"session": []}], where
     assert "/metrics" not in document["paths"]
 
 
@@ -136,14 +143,14 @@ def test_the_goal_is_typed(document: dict[str, Any]) -> None:
     assert schemas["GoalSpec"]["additionalProperties"] is False
 
 
-def test_without_the_engine_the_document_keeps_plain_steps(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_engine_the_document_keeps_plain_steps(app: Any, key: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from api import openapi
 
     def unavailable() -> dict[str, Any]:
         raise Unavailable("the engine did not list its capabilities")
 
     monkeypatch.setattr(openapi, "get_capabilities", unavailable)
-    response = TestClient(app, raise_server_exceptions=False).get("/openapi.json")
+    response = TestClient(app, raise_server_exceptions=False).get("/openapi.json", headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 200
     recipe = recipe_array(response.json()["components"]["schemas"]["JobSpec"])
     assert recipe["items"] == {"type": "object", "additionalProperties": True}
@@ -171,8 +178,10 @@ def test_every_route_says_what_it_does_and_the_submits_carry_examples(document: 
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
-def test_docs_pages_load_only_their_own_assets(app: Any, page: str) -> None:
+def test_docs_pages_load_only_their_own_assets(app: Any, key: str, page: str) -> None:
     client = TestClient(app)
+    assert client.get(page).status_code == 401  # the docs need a key like the routes they describe
+    client.headers["Authorization"] = f"Bearer {key}"
     response = client.get(page)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     html = response.text
@@ -189,7 +198,8 @@ def test_docs_pages_load_only_their_own_assets(app: Any, page: str) -> None:
         answer = client.get(asset)
         assert answer.status_code == 200 and answer.content, asset
         assert types[Path(asset).suffix] in answer.headers["content-type"], (asset, answer.headers["content-type"])
-    assert client.get("/openapi.json").status_code == 200  # the page's document is open too
+    assert client.get("/openapi.json").status_code == 200  # the page's document, with the same key
+    assert TestClient(app).get("/openapi.json").status_code == 401
     assert client.get(page).headers["content-security-policy"] != csp  # a fresh nonce per page
 
 
@@ -213,18 +223,28 @@ def served(app: Any) -> Iterator[str]:
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
-def test_docs_pages_render_in_headless_chromium_under_their_policy(served: str, page: str, tmp_path: Path) -> None:
+def test_docs_pages_render_in_headless_chromium_under_their_policy(served: str, key: str, page: str) -> None:
+    from playwright.sync_api import sync_playwright
+
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "headless Chromium is needed for this test: apt-get install -y chromium"
-    command = [
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=15000", "--dump-dom", served + page,
-    ]  # fmt: skip
-    dom = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False).stdout
-    # The summaries come from /openapi.json, drawn by the page's own scripts and styles.
-    assert "Submit a job: compress a stored model with a recipe, then benchmark it" in dom, dom[-2000:]
-    assert "Something went wrong" not in dom
+    # Signed in as the console signs in: the session cookie opens the pages and their document.
+    signed_in = httpx.post(f"{served}/v1/session", json={"api_key": key})
+    assert signed_in.status_code == 200, signed_in.text
+    cookie = signed_in.cookies["shrink_session"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            context = browser.new_context()
+            context.add_cookies([{"name": "shrink_session", "value": cookie, "url": served}])
+            tab = context.new_page()
+            tab.goto(served + page)
+            # The summaries come from /openapi.json, drawn by the page's own scripts and styles.
+            summary = "Submit a job: compress a stored model with a recipe, then benchmark it"
+            tab.get_by_text(summary).first.wait_for(state="attached", timeout=20000)
+            assert "Something went wrong" not in tab.content()
+        finally:
+            browser.close()
 
 
 def test_a_generated_client_submits_a_typed_recipe(

@@ -1,0 +1,1 @@
+"""The web console served at ``/``: its page, assets and browser session."""
