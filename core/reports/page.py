@@ -22,6 +22,7 @@ from core.reports.entries import batch_sizes, quality_axis
 from core.reports.format import esc, fmt_float
 from core.reports.normalize import normalized
 from core.reports.scatter import scatter_svg
+from core.reports.search import search_section
 from core.reports.sensitivity import sensitivity_svg
 from core.reports.tables import kv_table, models_table, summary_lines
 
@@ -125,6 +126,8 @@ def render_report_html(report: dict[str, Any], *, title: str, model: Named | Non
             "Pareto front: the models that no other model beats on both. The star marks the best candidate; crossed, hollow "
             "markers are flagged.</figcaption></figure>"
         )
+    if report.get("search"):
+        body.append(_safe(search_section, report))
     if sizes:
         body.append("<h2>Latency distributions</h2>")
         for bs in sizes:
