@@ -358,4 +358,5 @@ def no_best_message(job: JobRecord) -> str:
         return f"job {job.id} failed: {error.get('code', 'error')}: {error.get('message', '')}".rstrip(": ")
     if job.state != "succeeded":
         return f"job {job.id} is {job.state}; it has no best candidate"
-    return f"job {job.id} has no best candidate: every candidate was flagged (see its report)"
+    message = (job.result or {}).get("message")  # a goal job says what came closest and what it would take
+    return f"job {job.id} has no best candidate: {message or 'every candidate was flagged (see its report)'}"
