@@ -91,3 +91,16 @@ def test_models_list_show_delete_and_unknown_ids(env: dict[str, str], model_file
     assert refused.exit_code == 1 and _one_error_line(refused)
     unknown = shrink(env, "jobs", "show", "job_aaaaaaaaaaaaaaaaaaaa")
     assert unknown.exit_code == 1 and "job_not_found" in _one_error_line(unknown)
+
+
+def test_compress_without_recipe_or_goal_submits_the_services_default_goal(env: dict[str, str], model_file: Path) -> None:
+    result = shrink(env, "compress", str(model_file))
+    assert result.exit_code == 0, result.stderr
+    job_id = result.stdout.strip()
+    try:
+        spec = json.loads(shrink(env, "jobs", "show", job_id).stdout)["spec"]
+        assert spec["recipe"] is None
+        assert spec["goal"] == {"metric": None, "max_drop": 0.01, "objective": "latency", "batch_size": None,
+                                "budget_minutes": 30.0, "methods": None}
+    finally:
+        assert shrink(env, "jobs", "cancel", job_id).exit_code == 0

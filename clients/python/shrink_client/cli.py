@@ -105,9 +105,9 @@ def compress(
     dataset: Annotated[str | None, typer.Option(
         "--dataset", help="calibration / fine-tuning data: a file to upload (.npz, .jsonl, ...) or a dataset id (ds_...)")] = None,
     recipe: Annotated[str | None, typer.Option(
-        "--recipe", help='the steps, as JSON or a JSON file, e.g. \'[{"op": "quantize", "method": "dynamic"}]\' (default: [{"op": "quantize"}])')] = None,
+        "--recipe", help='the steps, as JSON or a JSON file, e.g. \'[{"op": "quantize", "method": "dynamic"}]\'')] = None,
     goal: Annotated[str | None, typer.Option(
-        "--goal", help='instead of a recipe: a goal as JSON or a JSON file, e.g. \'{"metric": "cosine", "max_drop": 0.01}\'')] = None,
+        "--goal", help='instead of a recipe: a goal as JSON or a JSON file, e.g. \'{"metric": "cosine", "max_drop": 0.01}\' (with neither: the service\'s default goal)')] = None,
     benchmark: Annotated[str | None, typer.Option(
         "--benchmark", help='benchmark settings as JSON or a JSON file, e.g. \'{"batch_sizes": [1, 8]}\'')] = None,
     name: Annotated[str | None, typer.Option("--name", help="the uploaded model's display name (default: the file name)")] = None,
@@ -127,8 +127,6 @@ def compress(
     steps = _json_value(recipe, "--recipe")
     goal_spec = _json_value(goal, "--goal")
     bench = _json_value(benchmark, "--benchmark")
-    if steps is None and goal_spec is None:
-        steps = [{"op": "quantize"}]
     with _client(url, api_key) as client:
         model_id = _input(client, model, "model", "mdl_", name)
         dataset_id = _input(client, dataset, "dataset", "ds_", None) if dataset else None
