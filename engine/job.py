@@ -49,11 +49,18 @@ class JobRequest(BaseModel):
     work_dir: Path
     out_dir: Path
     checkpoint_dir: Path | None = None
+    # Where the caller asks for a cooperative stop (the sandbox touches CANCEL in its own work
+    # folder); default: work_dir/CANCEL.
+    cancel_file: Path | None = None
     # A goal job (engine/search): what the user wants, the held-out rows if sent apart, and the
     # candidates an earlier attempt evaluated (the search resumes from them).
     goal: dict[str, Any] | None = None
     eval_dataset_path: Path | None = None
     prior_trials: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def cancel_path(self) -> Path:
+        return self.cancel_file or self.work_dir / "CANCEL"
 
 
 def library_versions() -> dict[str, str]:
@@ -131,7 +138,7 @@ def run_job(request: JobRequest, emit: Emit | None = None) -> dict[str, Any]:
         seed=request.seed,
         progress_fn=lambda stage, fraction, message: progress(stage, fraction, message),
         event_fn=event,
-        cancel_file=work / "CANCEL",
+        cancel_file=request.cancel_path,
         checkpoint_dir=request.checkpoint_dir,
     )
     if request.kind == "benchmark":

@@ -152,6 +152,7 @@ def execute(job_id: str) -> str:
                 "work_dir": str(attempt_dir / "work"),
                 "out_dir": str(attempt_dir / "out"),
                 "checkpoint_dir": str(checkpoints),
+                "cancel_file": str(attempt_dir / "CANCEL"),  # what the sandbox touches on cancel
                 **{k: str(v) for k, v in inputs.items()},
             }
             if spec.get("goal") is not None:

@@ -104,7 +104,7 @@ def _search(request: JobRequest, prepared: Prepared, goal: Goal, traits: ModelTr
     prefix = request.candidate_id.rsplit("_", 1)[0]
     ctx = PassContext(work_dir=request.work_dir / "trials", original=prepared.original, dataset=prepared.fit,
                       device=prepared.bench.device, seed=request.seed, event_fn=say.event,
-                      cancel_file=request.work_dir / "CANCEL", deadline=deadline)
+                      cancel_file=request.cancel_path, deadline=deadline)
     keep = (request.checkpoint_dir or request.work_dir) / "search"
     durations: list[float] = []
     while len(search.records) < MAX_TRIALS and not search.exhausted:
@@ -174,7 +174,7 @@ def _final_models(request: JobRequest, chosen: list[TrialRecord], prepared: Prep
             models.append(resolve_upload(stored[0], request.work_dir / "final" / cid))
             continue
         ctx = PassContext(work_dir=request.work_dir / "rebuild", original=prepared.original, dataset=prepared.fit,
-                          device=prepared.bench.device, seed=request.seed, cancel_file=request.work_dir / "CANCEL")
+                          device=prepared.bench.device, seed=request.seed, cancel_file=request.cancel_path)
         model, _ = build(recipe_of(record.plan, goal, traits), prepared, ctx, request.work_dir / "rebuild" / cid)
         models.append(model)
     return models

@@ -19,8 +19,10 @@ from engine.search.space import ModelTraits, Plan
 
 # The sampler's own random trials before it models the results; the one-shots come first anyway.
 STARTUP_TRIALS = 6
-# A small space is exhausted when the sampler keeps proposing plans already evaluated.
-MAX_REPEATS_IN_A_ROW = 12
+# TPE converges on its favourite plans: after this many repeats in a row the next plan is drawn at
+# random instead, and a space is exhausted when even random draws keep repeating.
+RANDOM_AFTER_REPEATS = 3
+MAX_REPEATS_IN_A_ROW = 50
 # A family (pruning, low-rank...) whose candidates fail this often, none measured, is given up.
 FAILURES_TO_GIVE_UP = 2
 
@@ -72,6 +74,8 @@ class Search:
             )
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        self._tpe = sampler
+        self._random = optuna.samplers.RandomSampler(seed=seed)
         for record in prior:
             self.study.add_trial(self._frozen(record))
         seen = {space.plan_key(r.plan) for r in prior}
@@ -107,6 +111,7 @@ class Search:
         """The next plan to evaluate. Plans of a family that proved not applicable to this model
         (e.g. low-rank on a model without a layer to factorize) are told failed at once, unevaluated."""
         while True:
+            self.study.sampler = self._random if self._repeats >= RANDOM_AFTER_REPEATS else self._tpe
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 trial = self.study.ask()
