@@ -29,7 +29,9 @@ def test_jobs_survive_a_database_restart(
     moto_endpoint: str, model_file: Path,
 ) -> None:
     database_url = private_postgres.create_database(f"faults_{uuid.uuid4().hex[:8]}")
-    env = production_env(tmp_path, database_url=database_url, broker_url=private_redis.url, s3_endpoint=moto_endpoint)
+    # The production default: no wake-up may wait for the reaper's ten-minute resend of queued jobs.
+    env = production_env(tmp_path, database_url=database_url, broker_url=private_redis.url, s3_endpoint=moto_endpoint,
+                         SHRINK_REQUEUE_QUEUED_AFTER_SECONDS="600")
     with ServiceStack(env, tmp_path) as stack:
         client = stack.new_tenant()
         model_id = upload_model(stack, client, model_file)
