@@ -47,9 +47,8 @@ def upload_model(stack: ServiceStack, client: httpx.Client, path: Path) -> str:
     return response.json()["id"]
 
 
-def submit(client: httpx.Client, model_id: str, *, key: str | None = None) -> str:
-    headers = {"Idempotency-Key": key} if key else {}
-    response = client.post("/v1/jobs", json={"model_id": model_id, "recipe": RECIPE, "benchmark": FAST_BENCH}, headers=headers)
+def submit(client: httpx.Client, model_id: str, *, benchmark: dict[str, Any] | None = None) -> str:
+    response = client.post("/v1/jobs", json={"model_id": model_id, "recipe": RECIPE, "benchmark": benchmark or FAST_BENCH})
     assert response.status_code == 202, response.text
     return response.json()["id"]
 
