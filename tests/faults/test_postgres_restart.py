@@ -5,6 +5,7 @@ every job ends succeeded with one set of artifacts."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -39,7 +40,13 @@ def test_jobs_survive_a_database_restart(
         waiting = submit(client, model_id)
         wait_engine(stack, client, running)
 
-        private_postgres.restart("immediate", down_seconds=down_seconds)  # a crash: connections cut
+        private_postgres.stop("immediate")  # a crash: every connection cut
+        # Meanwhile the API answers with its error shape, never a traceback.
+        down = client.get(f"/v1/jobs/{running}")
+        assert down.status_code >= 500 and set(down.json()) == {"error"}, down.text
+        assert "Traceback" not in down.text and "psycopg" not in down.text, down.text
+        time.sleep(down_seconds)
+        private_postgres.start()
         after = submit(client, model_id)  # the API's pool reconnects (pool_pre_ping)
 
         jobs = wait_terminal(stack, client, [running, waiting, after], timeout=120)

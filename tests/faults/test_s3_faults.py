@@ -90,3 +90,33 @@ def test_a_job_fails_clearly_when_storage_stays_down(
         # Nothing reached the bucket twice: at most the one set of keys the job writes.
         stored = stored_files(s3_client(moto_endpoint), env["SHRINK_S3_BUCKET"], job_id)
         assert len(stored) == len(set(stored)) <= 3, stored
+
+
+def test_only_failures_that_may_pass_are_retried() -> None:
+    """A refusal (403, 404) fails at once; 5xx, throttling, cut connections and timeouts are
+    retried, also when boto3's transfer wraps them."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+
+    from core.storage import _transient
+
+    def answer(status: int, code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+
+    def wrapped(cause: Exception) -> S3UploadFailedError:
+        try:
+            raise cause
+        except Exception:
+            try:
+                raise S3UploadFailedError("Failed to upload")  # as boto3 does: chained implicitly
+            except S3UploadFailedError as exc:
+                return exc
+
+    assert _transient(answer(503, "SlowDown")) and _transient(answer(500, "InternalError"))
+    assert _transient(answer(400, "RequestTimeout"))
+    assert _transient(wrapped(answer(503, "SlowDown")))
+    assert _transient(EndpointConnectionError(endpoint_url="http://s3"))
+    assert _transient(ReadTimeoutError(endpoint_url="http://s3"))
+    assert not _transient(answer(403, "AccessDenied")) and not _transient(answer(404, "NoSuchKey"))
+    assert not _transient(wrapped(answer(403, "AccessDenied")))
+    assert not _transient(ValueError("not storage"))
