@@ -20,8 +20,8 @@ from pathlib import Path
 import psutil
 
 from bench.stack import ServiceStack
-from tests.client.conftest import FAST_BENCH
 from tests.faults.checks import (
+    SLOW_BENCH,
     assert_one_artifact_set,
     production_env,
     s3_client,
@@ -36,9 +36,6 @@ FAULTS = ["worker"] * 8 + ["api"] * 4 + ["broker"] * 4 + ["database"] * 4
 SPAN_SECONDS = 100.0
 JOBS = 10
 WORKERS = 2
-# Jobs of several seconds (the benchmark times each model for its whole budget: the interval it
-# asks for is never reached), so that faults meet jobs at work rather than idle workers.
-SLOW_BENCH = {**FAST_BENCH, "time_budget_seconds": 3, "max_runs": 100_000, "target_ci_half_width": 0.0001}
 
 
 def schedule(seed: int) -> list[tuple[float, str]]:

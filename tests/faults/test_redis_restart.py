@@ -12,6 +12,7 @@ import pytest
 
 from bench.stack import ServiceStack
 from tests.faults.checks import (
+    SLOW_BENCH,
     assert_one_artifact_set,
     logged,
     production_env,
@@ -31,7 +32,7 @@ def test_jobs_survive_a_broker_restart(
     with ServiceStack(env, tmp_path) as stack:
         client = stack.new_tenant()
         model_id = upload_model(stack, client, model_file)
-        running = submit(client, model_id)
+        running = submit(client, model_id, benchmark=SLOW_BENCH)  # still at work when Redis goes
         wait_engine(stack, client, running)
         # One worker runs one job at a time: these two wait in Redis' list while the first runs.
         waiting = [submit(client, model_id) for _ in range(2)]
