@@ -68,7 +68,7 @@ class ServiceStack:
 
     def __enter__(self) -> ServiceStack:
         subprocess.run([str(BIN / "shrink"), "migrate"], env=self.env, check=True, cwd=ROOT, capture_output=True)
-        self.api = self._spawn("api", [str(BIN / "shrink"), "api", "--port", str(self.port)])
+        self.start_api()
         self.start_worker()
         self._wait_healthy()
         return self
@@ -82,8 +82,26 @@ class ServiceStack:
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         # The child keeps writing to it after this returns: closed when the process ends.
-        log = open(self.logs / f"{name}-{len(self.workers)}-{time.time():.0f}.log", "wb")  # noqa: SIM115
+        log = open(self.logs / f"{name}-{len(self.workers)}-{time.time():.3f}.log", "wb")  # noqa: SIM115
         return subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start_api(self, *, wait: bool = False) -> subprocess.Popen[bytes]:
+        """Start the API on the stack's port (again, after ``kill_api``)."""
+        self.api = self._spawn("api", [str(BIN / "shrink"), "api", "--port", str(self.port)])
+        if wait:
+            self._wait_healthy()
+        return self.api
+
+    def kill_api(self) -> None:
+        """SIGKILL the API's whole process group: requests in flight are cut off."""
+        if self.api is not None and self.api.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.api.pid, signal.SIGKILL)
+            self.api.wait(timeout=10)
+
+    def restart_api(self) -> subprocess.Popen[bytes]:
+        self.kill_api()
+        return self.start_api(wait=True)
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         proc = self._spawn("worker", [str(BIN / "shrink"), "worker", "--queues", "cpu,gpu", "--hostname", f"w{len(self.workers)}@%h"])

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     s3_secret_access_key: str | None = None
     s3_presign_seconds: int = 900
     s3_multipart_threshold_bytes: int = 64 * 1024**2
+    # An S3 read or write that fails in a way that may pass (5xx, throttling, a connection cut,
+    # a timeout) is tried again for this long before the job or upload fails storage_unavailable.
+    s3_retry_seconds: float = 120.0
+    s3_read_timeout_seconds: float = 120.0
 
     max_upload_bytes: int = 8 * 1024**3
     cors_origins: list[str] = Field(default_factory=list)

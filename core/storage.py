@@ -12,19 +12,49 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from core.errors import NotFound, ShrinkError, Unavailable
+from core.logging import get_logger
 from core.settings import Settings, get_settings
 
 CHUNK = 1 << 20
+T = TypeVar("T")
+log = get_logger(__name__)
 
 
 class ChecksumMismatch(ShrinkError):
     code, status = "checksum_mismatch", 500
+
+
+class StorageUnavailable(ShrinkError):
+    code, status = "storage_unavailable", 503
+
+
+# S3 answers these when it is overloaded or failing: worth another try, unlike a refusal (403, 404).
+_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestTimeout",
+              "InternalError", "ServiceUnavailable"}
+
+
+def _transient(exc: BaseException) -> bool:
+    """An S3 failure that may pass: a 5xx or throttling answer, a connection refused or cut, a
+    timeout. boto3's transfers wrap the client error (S3UploadFailedError), so the chain is read."""
+    from boto3.exceptions import RetriesExceededError
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (BotoConnectionError, HTTPClientError, RetriesExceededError)):
+            return True
+        if isinstance(seen, ClientError):
+            status = seen.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            return status >= 500 or seen.response.get("Error", {}).get("Code") in _THROTTLED
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def sha256_file(path: Path) -> str:
@@ -123,7 +153,7 @@ class S3Storage:
                     retries={"mode": "standard", "max_attempts": 5},
                     s3={"addressing_style": "path"},
                     connect_timeout=10,
-                    read_timeout=120,
+                    read_timeout=settings.s3_read_timeout_seconds,
                 ),
             )
 
@@ -136,21 +166,54 @@ class S3Storage:
             max_concurrency=4,
         )
         self.presign_seconds = settings.s3_presign_seconds
+        self.retry_seconds = settings.s3_retry_seconds
+
+    def _retrying(self, operation: str, key: str, call: Callable[[], T]) -> T:
+        """``call`` again while S3 fails in a way that may pass, for up to ``s3_retry_seconds``
+        (botocore's own retries, a few seconds' worth, run inside each call): an outage of a minute
+        or so costs a job time, not its result. Past that, StorageUnavailable, a clear failure."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.5
+        while True:
+            try:
+                return call()
+            except Exception as exc:
+                if not _transient(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    name = key.rsplit("/", 1)[-1]
+                    raise StorageUnavailable(
+                        f"object storage failed for {self.retry_seconds:g} s while it was asked to {operation} {name}; "
+                        "try again once it is back",
+                        detail={"operation": operation, "retry_seconds": self.retry_seconds},
+                    ) from exc
+                log.warning("storage.retrying", operation=operation, key=key, error=str(exc)[:300], retry_in=delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
 
     def ensure_bucket(self) -> None:
         from botocore.exceptions import ClientError
 
         try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError:
-            self.client.create_bucket(Bucket=self.bucket)
+            self._retrying("find", self.bucket, lambda: self.client.head_bucket(Bucket=self.bucket))
+        except ClientError as exc:
+            # Only a bucket that is missing is created: a failing store is retried above, and
+            # creating a bucket that exists is refused anyway.
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                raise
+            self._retrying("create", self.bucket, lambda: self.client.create_bucket(Bucket=self.bucket))
 
     def put_file(self, key: str, path: Path, *, sha256: str) -> None:
         size = path.stat().st_size
-        self.client.upload_file(
-            str(path), self.bucket, key, ExtraArgs={"Metadata": {"sha256": sha256}}, Config=self.transfer
-        )
-        head = self.client.head_object(Bucket=self.bucket, Key=key)
+
+        def upload() -> dict[str, Any]:
+            # Uploads and the check after them are retried as one: the same key is written again.
+            self.client.upload_file(
+                str(path), self.bucket, key, ExtraArgs={"Metadata": {"sha256": sha256}}, Config=self.transfer
+            )
+            return self.client.head_object(Bucket=self.bucket, Key=key)
+
+        head = self._retrying("store", key, upload)
         if head["ContentLength"] != size or head.get("Metadata", {}).get("sha256") != sha256:
             raise ChecksumMismatch(f"upload of {key} did not verify", detail={"key": key})
 
@@ -159,7 +222,7 @@ class S3Storage:
 
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.client.download_file(self.bucket, key, str(dest), Config=self.transfer)
+            self._retrying("read", key, lambda: self.client.download_file(self.bucket, key, str(dest), Config=self.transfer))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
                 raise NotFound(f"stored object {key} is missing") from None

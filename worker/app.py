@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from celery import Task
 from celery.signals import worker_ready, worker_shutting_down
 
 from core.logging import configure_logging
@@ -15,11 +16,19 @@ celery_app = make_celery(settings)
 _reaper_stop = None
 
 
-@celery_app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def run_job(job_id: str) -> str:
+@celery_app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_job(self: Task, job_id: str) -> str:
+    from sqlalchemy.exc import OperationalError
+
     from worker.runner import execute
 
-    return execute(job_id)
+    try:
+        return execute(job_id)
+    except OperationalError as exc:
+        # The database is unreachable: this message is acknowledged when the task ends, and the
+        # reaper would resend a queued job's wake-up only after SHRINK_REQUEUE_QUEUED_AFTER_SECONDS.
+        # Send it again soon instead (a duplicate is harmless: claims are atomic).
+        raise self.retry(exc=exc, countdown=5, max_retries=None) from exc
 
 
 @worker_ready.connect

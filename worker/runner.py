@@ -22,7 +22,7 @@ from core.logging import get_logger
 from core.models import Job, StoredDataset, StoredModel
 from core.sandbox import run_engine
 from core.settings import get_settings
-from core.storage import sha256_file
+from core.storage import StorageUnavailable, sha256_file
 from engine.formats.redact import path_free
 
 log = get_logger(__name__)
@@ -193,8 +193,10 @@ def execute(job_id: str) -> str:
                     outcome = JobState.FAILED
         except Exception as exc:
             log.exception("job.worker_error", job_id=job_id)
+            error = ({"code": exc.code, "message": exc.message, "detail": exc.detail} if isinstance(exc, StorageUnavailable)
+                     else {"code": "worker_error", "message": path_free(f"{type(exc).__name__}: {exc}", name="a file of the job")})
             with new_session() as session:
-                lease.fail(session, job_id, WORKER_ID, {"code": "worker_error", "message": path_free(f"{type(exc).__name__}: {exc}", name="a file of the job")})
+                lease.fail(session, job_id, WORKER_ID, error)
     if outcome != "lease_lost":
         shutil.rmtree(job_root, ignore_errors=True)
         _notify(job_id)
