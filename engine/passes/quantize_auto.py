@@ -32,6 +32,8 @@ only where it measured faster, else the float model: never a model slower than t
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from engine.context import PassContext
@@ -62,6 +64,15 @@ class AutoQuantizeConfig(GeneratedInputsOption, ReduceRangeOption):
         description=(
             "rows (dataset rows, or generated inputs) for outlier search (static calibration on a "
             "convolutional model) and the fidelity check"
+        ),
+    )
+    timing_batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=4,
+        description=(
+            "a convolutional model: the batch sizes int8 and float are timed at to choose between them "
+            "(default: 1 and the calibration batch; a goal job's search times at the goal's batch size)"
         ),
     )
     fuse_attention: bool = Field(

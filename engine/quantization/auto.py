@@ -39,6 +39,7 @@ class Recipe:
     sequence_length: int
     fuse_attention: bool
     reduce_range: ReduceRange
+    timing_batch_sizes: list[int] | None = None
 
 
 def quantize(model: ModelFile, ctx: PassContext, recipe: Recipe) -> ModelFile:
@@ -51,7 +52,8 @@ def quantize(model: ModelFile, ctx: PassContext, recipe: Recipe) -> ModelFile:
     feeds = onnx_quant.evaluation_feeds(graph, ctx, rows=recipe.calibration_rows, sequence_length=recipe.sequence_length)
     if convolutional.is_convolutional(graph):
         # Dynamic int8 would make every Conv a ConvInteger, slower than float.
-        return convolutional.quantize(model, ctx, feeds, target_cosine=recipe.target_cosine, reduce_range=reduce_range)
+        return convolutional.quantize(model, ctx, feeds, target_cosine=recipe.target_cosine, reduce_range=reduce_range,
+                                      timing_batch_sizes=recipe.timing_batch_sizes)
     fusion = (
         attention_fusion.fuse_attention(model.path, ctx.work_dir / "fused.onnx", feeds, proto=graph)
         if recipe.fuse_attention

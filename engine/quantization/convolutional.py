@@ -17,7 +17,7 @@ the CPU's int8 instructions, so it is measured, not assumed:
 
 The int8 model is delivered when it keeps quality, is measurably faster than the optimized float
 model at some timed batch size and measurably slower than neither float model at any; otherwise
-the optimized float model, or the original itself if even that measured slower.
+the optimized float model if it measured faster than the original, else the original itself.
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ def _ratios(speedups: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def quantize(
-    model: ModelFile, ctx: PassContext, feeds: list[dict[str, np.ndarray]], *, target_cosine: float, reduce_range: bool
+    model: ModelFile, ctx: PassContext, feeds: list[dict[str, np.ndarray]], *, target_cosine: float, reduce_range: bool,
+    timing_batch_sizes: list[int] | None = None,
 ) -> ModelFile:
     """The fastest of int8, optimized float and the original that keeps quality (module
     docstring); what was measured and why the choice goes into ``ctx.resolved`` and the report's
@@ -151,7 +152,7 @@ def quantize(
     ctx.progress(0.6, "timing int8 against float")
     # The benchmark's own allowance for two sessions of one model running apart.
     session_noise = BenchmarkConfig().session_noise
-    timings = variants.time_variants(paths, feeds)
+    timings = variants.time_variants(paths, feeds, batch_sizes=timing_batch_sizes)
     vs_original = {name: timings.speedup("original", name, session_noise=session_noise) for name in paths if name != "original"}
     int8_vs_float = (
         timings.speedup("optimized_float", "int8", session_noise=session_noise)
@@ -239,9 +240,13 @@ def choose(
             return "int8", f"int8 keeps quality and measured faster than float at {_where(against, 'faster')}, slower at none"
         reasons.append("int8 was not measurably faster than the optimized float model at any batch size")
     if "optimized_float" in paths and keeps_quality(fidelity["optimized_float"], target_cosine):
-        if _not_slower(vs_original["optimized_float"]):
+        optimized = vs_original["optimized_float"]
+        # Only when measurably faster: a rewrite within the noise at the timed batch sizes can be
+        # slower at another (digits CNN, batch 64: 0.94x), and the original is never slower than itself.
+        if _not_slower(optimized) and any(s["verdict"] == "faster" for s in optimized.values()):
             return "optimized_float", "; ".join(reasons) + ": the float model is delivered, with onnxruntime's graph optimizations"
-        reasons.append("the optimized float model measured slower than the original")
+        reasons.append("the optimized float model was not measurably faster than the original" if _not_slower(optimized)
+                       else "the optimized float model measured slower than the original")
     return "original", "; ".join(reasons) + ": the original is delivered unchanged"
 
 

@@ -79,8 +79,9 @@ class Timings:
         }
 
 
-def time_variants(paths: dict[str, Path], feeds: list[dict[str, np.ndarray]]) -> Timings:
-    """``paths``' models timed interleaved, at each of ``timing_batch_sizes``, with the
+def time_variants(paths: dict[str, Path], feeds: list[dict[str, np.ndarray]], *, batch_sizes: list[int] | None = None) -> Timings:
+    """``paths``' models timed interleaved, at each of ``batch_sizes`` (default:
+    ``timing_batch_sizes``), with the
     benchmark's onnxruntime runner at onnxruntime's default threads (as a job's benchmark runs
     by default)."""
     from engine.bench.latency import measure_interleaved
@@ -89,7 +90,7 @@ def time_variants(paths: dict[str, Path], feeds: list[dict[str, np.ndarray]]) ->
 
     runners = [make_runner(ModelFile(path, "onnx")) for path in paths.values()]
     samples: dict[int, list[np.ndarray]] = {}
-    for batch_size in timing_batch_sizes(feeds):
+    for batch_size in sorted(set(batch_sizes)) if batch_sizes else timing_batch_sizes(feeds):
         samples[batch_size] = measure_interleaved(
             runners,
             rebatch(feeds, batch_size),

@@ -57,6 +57,8 @@ def suggest(trial: optuna.Trial, goal: Goal, traits: ModelTraits) -> Plan:
     plan: Plan = {"structure": trial.suggest_categorical("structure", structures(goal, traits))}
     if plan["structure"] == "prune":
         plan["prune_ratio"] = trial.suggest_float("prune_ratio", 0.1, 0.8, step=0.05)
+        if traits.format == "hf":  # a transformer also loses whole attention heads
+            plan["head_ratio"] = trial.suggest_float("head_ratio", 0.0, 0.5, step=0.125)
     elif plan["structure"] == "lowrank":
         plan["lowrank_ratio"] = trial.suggest_float("lowrank_ratio", 0.2, 0.9, step=0.05)
     elif plan["structure"] == "distill":
@@ -117,7 +119,8 @@ def recipe_of(plan: Plan, goal: Goal, traits: ModelTraits) -> list[dict[str, Any
     steps: list[dict[str, Any]] = []
     structure = plan["structure"]
     if structure == "prune":
-        steps.append({"op": "prune", "method": "structured", "ratio": plan["prune_ratio"], "finetune_epochs": epochs})
+        steps.append({"op": "prune", "method": "structured", "ratio": plan["prune_ratio"], "finetune_epochs": epochs,
+                      **({"head_ratio": plan["head_ratio"]} if plan.get("head_ratio") else {})})
     elif structure == "lowrank":
         if traits.convolutional:
             steps.append({"op": "lowrank", "method": "tucker", "rank_rule": "ratio", "rank_ratio": plan["lowrank_ratio"]})
@@ -137,6 +140,10 @@ def recipe_of(plan: Plan, goal: Goal, traits: ModelTraits) -> list[dict[str, Any
         if goal.metric == "cosine":
             # The search judges quality itself: let the default quantize as far as the bound allows.
             step["target_cosine"] = round(max(0.9, 1.0 - goal.max_drop), 4)
+        if traits.convolutional and goal.objective == "latency":
+            # int8 against float is decided where the goal is judged, on enough rows to fill a batch.
+            step["timing_batch_sizes"] = [goal.batch_size]
+            step["calibration_rows"] = max(32, min(goal.batch_size, 512))
         steps.append(step)
     elif quantize == "dynamic":
         steps.append({"op": "quantize", "method": "dynamic", "per_channel": True})

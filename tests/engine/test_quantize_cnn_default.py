@@ -143,14 +143,17 @@ PATHS = {"original": Path("a"), "optimized_float": Path("b"), "int8": Path("c")}
     [
         (("faster", "faster"), ("no_significant_difference", "faster"), ("no_significant_difference",) * 2, GOOD, "int8"),
         # Faster at a large batch but slower for a single request: not delivered.
-        (("slower", "faster"), ("slower", "faster"), ("no_significant_difference",) * 2, GOOD, "optimized_float"),
+        (("slower", "faster"), ("slower", "faster"), ("no_significant_difference", "faster"), GOOD, "optimized_float"),
         # Never "faster" on a bare median: an interval that contains 1 is no speedup.
-        (("no_significant_difference",) * 2, ("no_significant_difference",) * 2, ("no_significant_difference",) * 2, GOOD, "optimized_float"),
+        (("no_significant_difference",) * 2, ("no_significant_difference",) * 2, ("faster",) * 2, GOOD, "optimized_float"),
         # Fast but wrong answers: not delivered.
-        (("faster", "faster"), ("faster", "faster"), ("no_significant_difference",) * 2, {**GOOD, "top1_agreement": 0.95}, "optimized_float"),
-        (("faster", "faster"), ("faster", "faster"), ("no_significant_difference",) * 2, {**GOOD, "cosine_mean": 0.98}, "optimized_float"),
+        (("faster", "faster"), ("faster", "faster"), ("faster", "no_significant_difference"), {**GOOD, "top1_agreement": 0.95}, "optimized_float"),
+        (("faster", "faster"), ("faster", "faster"), ("faster",) * 2, {**GOOD, "cosine_mean": 0.98}, "optimized_float"),
         # The optimized float graph measured slower than the original: the original it is.
         (("slower", "slower"), ("slower", "slower"), ("slower", "no_significant_difference"), GOOD, "original"),
+        # Nor is a rewrite delivered that is not measurably faster: within the noise at the timed
+        # batch sizes it was 0.94x at batch 64 on the digits CNN; the original cannot be slower.
+        (("slower", "slower"), ("slower", "slower"), ("no_significant_difference",) * 2, GOOD, "original"),
     ],
 )
 def test_the_choice_delivers_int8_only_when_it_keeps_quality_and_measured_faster(
@@ -174,3 +177,12 @@ def test_a_transformer_graph_keeps_the_transformer_recipe() -> None:
     assert convolutional.is_convolutional(cnn)
     quantized, kept = convolutional.int8_layers(cnn)
     assert len(quantized) == 2 and len(kept) == 2  # the 1-channel first Conv and the 10-class head stay float
+
+
+def test_the_variants_are_timed_where_the_caller_judges_them(cnn: ModelFile, tmp_path: Path) -> None:
+    """A goal job judges latency at its own batch size: int8 and float are timed there only."""
+    ctx = PassContext(work_dir=tmp_path, original=cnn)
+    step = build_step({"op": "quantize", "timing_batch_sizes": [16], "calibration_rows": 16})
+    step.check(cnn, ctx)
+    step.run(cnn, ctx)
+    assert set(ctx.resolved["speedup_vs_original"]["optimized_float"]) == {"16"}
