@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -29,6 +30,10 @@ MAX_VALIDATION_ERRORS = 20
 # Pydantic error types that say a spec's text or free-form JSON is wrong (core/jobs/schemas.py).
 _SPEC_INVALID_TYPES = {"spec_invalid", "string_unicode"}
 _HTTP_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+# What a 503 for a database outage asks a client to wait (a restart takes seconds).
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 def _bounded(value: Any, limit: int = MAX_DETAIL_TEXT_CHARS, depth: int = 0) -> Any:
@@ -116,6 +121,15 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 405:
             exc.headers = {**(exc.headers or {}), "Allow": allowed_methods(request)}
         return http_error_response(exc)
+
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    async def _database_down(request: Request, exc: sqlalchemy.exc.OperationalError) -> JSONResponse:
+        # The database is unreachable (restarting, failing over): nothing the client did; retry.
+        log.warning("request.database_unavailable", path=request.url.path, error=str(exc.orig)[:300])
+        return JSONResponse(
+            error_body("database_unavailable", "the service's database is not answering; retry in a few seconds"),
+            status_code=503, headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -41,9 +41,10 @@ def test_jobs_survive_a_database_restart(
         wait_engine(stack, client, running)
 
         private_postgres.stop("immediate")  # a crash: every connection cut
-        # Meanwhile the API answers with its error shape, never a traceback.
+        # Meanwhile the API answers 503 with its error shape and when to retry, never a traceback.
         down = client.get(f"/v1/jobs/{running}")
-        assert down.status_code >= 500 and set(down.json()) == {"error"}, down.text
+        assert down.status_code == 503 and down.json()["error"]["code"] == "database_unavailable", down.text
+        assert down.headers["Retry-After"] == "5"
         assert "Traceback" not in down.text and "psycopg" not in down.text, down.text
         time.sleep(down_seconds)
         private_postgres.start()
