@@ -56,7 +56,9 @@ def suggest(trial: optuna.Trial, goal: Goal, traits: ModelTraits) -> Plan:
     """Define-by-run: a choice's options are asked only where the choice is taken."""
     plan: Plan = {"structure": trial.suggest_categorical("structure", structures(goal, traits))}
     if plan["structure"] == "prune":
-        plan["prune_ratio"] = trial.suggest_float("prune_ratio", 0.1, 0.8, step=0.05)
+        plan["prune_ratio"] = trial.suggest_float("prune_ratio", 0.1, 0.9, step=0.05)
+        if traits.has_dataset:  # high ratios keep more quality pruned in rounds, trained after each
+            plan["prune_steps"] = trial.suggest_int("prune_steps", 1, 3)
         if traits.format == "hf":  # a transformer also loses whole attention heads
             plan["head_ratio"] = trial.suggest_float("head_ratio", 0.0, 0.5, step=0.125)
     elif plan["structure"] == "lowrank":
@@ -65,7 +67,7 @@ def suggest(trial: optuna.Trial, goal: Goal, traits: ModelTraits) -> Plan:
         if traits.format == "hf":
             plan["keep_every"] = trial.suggest_int("keep_every", 2, 4)
         else:
-            plan["width"] = trial.suggest_float("width", 0.25, 0.75, step=0.05)
+            plan["width"] = trial.suggest_float("width", 0.15, 0.75, step=0.05)
     if plan["structure"] != "none" and traits.has_dataset:
         plan["epochs"] = trial.suggest_int("epochs", 1, 6)
     if plan["structure"] == "none":
@@ -120,6 +122,7 @@ def recipe_of(plan: Plan, goal: Goal, traits: ModelTraits) -> list[dict[str, Any
     structure = plan["structure"]
     if structure == "prune":
         steps.append({"op": "prune", "method": "structured", "ratio": plan["prune_ratio"], "finetune_epochs": epochs,
+                      **({"steps": plan["prune_steps"]} if plan.get("prune_steps", 1) > 1 else {}),
                       **({"head_ratio": plan["head_ratio"]} if plan.get("head_ratio") else {})})
     elif structure == "lowrank":
         if traits.convolutional:
