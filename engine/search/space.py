@@ -91,15 +91,17 @@ def one_shots(goal: Goal, traits: ModelTraits) -> list[Plan]:
         if q not in ("none", "auto") and "none" in shapes:
             plans.append({"structure": "none", "quantize": q})
     fallback = "none" if "none" in quant else quant[0]
+    # Every choice a plan's family asks, fixed: a one-shot is one plan, the same on every attempt.
+    prune_extra = {**({"head_ratio": 0.0} if traits.format == "hf" else {}), **({"prune_steps": 1} if trained else {})}
     if "prune" in shapes:
-        plans.append({"structure": "prune", "prune_ratio": 0.3, **({"epochs": 2} if trained else {}), "quantize": fallback})
+        plans.append({"structure": "prune", "prune_ratio": 0.3, **prune_extra, **({"epochs": 2} if trained else {}), "quantize": fallback})
     if "lowrank" in shapes:
         plans.append({"structure": "lowrank", "lowrank_ratio": 0.5, **({"epochs": 2} if trained else {}), "quantize": fallback})
     if "distill" in shapes:
         student = {"keep_every": 2} if traits.format == "hf" else {"width": 0.5}
         plans.append({"structure": "distill", **student, "epochs": 3, "quantize": fallback})
     if "prune" in shapes and "auto" in quant:
-        plans.append({"structure": "prune", "prune_ratio": 0.5, **({"epochs": 3} if trained else {}), "quantize": "auto"})
+        plans.append({"structure": "prune", "prune_ratio": 0.5, **prune_extra, **({"epochs": 3} if trained else {}), "quantize": "auto"})
     return plans
 
 
