@@ -37,7 +37,7 @@ from engine.search.split import split_rows, subsets
 from engine.search.strategy import Search, TrialRecord
 from engine.search.verdict import choose, explain, trial_flags
 
-MAX_TRIALS = 500
+MAX_TRIALS = 2000  # a guard: a search ends on its budget or an exhausted space first
 # Candidates re-measured on the held-out rows, with their artifacts stored: the best of the
 # Pareto front, feasible ones first.
 MAX_FINAL_CANDIDATES = 4
