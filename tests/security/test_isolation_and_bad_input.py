@@ -153,8 +153,10 @@ def test_bad_specs_are_422_naming_the_field(shared_stack: ServiceStack, owner: t
     assert body["detail"]["field"] == "recipe[0].per_chanel"
     body = _error(client.post("/v1/jobs", json={"model_id": ids["model"], "recipe": [{"op": "quantize", "method": "dynamic", "weight": "int3"}]}), 422, "spec_invalid")
     assert body["detail"]["field"] == "recipe[0].weight"
-    body = _error(client.post("/v1/jobs", json={"model_id": ids["model"], "recipe": [], "colour": "red"}), 422, "validation_error")
+    body = _error(client.post("/v1/jobs", json={"model_id": ids["model"], "recipe": [{"op": "quantize"}], "colour": "red"}), 422, "validation_error")
     assert body["detail"]["field"] == "colour"
+    body = _error(client.post("/v1/jobs", json={"model_id": ids["model"], "recipe": []}), 422, "validation_error")
+    assert body["detail"]["field"] == "recipe"
     _error(client.post("/v1/jobs", json={"model_id": ids["model"], "recipe": [{"op": "quantize", "method": "dynamic"}], "benchmark": {"batch_sizes": [0]}}), 422, "spec_invalid")
     _error(client.post("/v1/jobs", json={"model_id": ids["model"], "recipe": [{"op": "quantize", "method": "dynamic"}], "webhook_url": "http://127.0.0.1:9/hook"}), 422, "webhook_url_refused")
     assert len(client.get("/v1/jobs").json()["items"]) == before
