@@ -238,7 +238,9 @@ def run_search(request: JobRequest, emit: Emit) -> dict[str, Any]:
         "seconds": round(elapsed_before + time.monotonic() - started, 3),
     }
     if prepared.select is not None:
-        report["dataset"] = {"rows": len(prepared.select) + len(prepared.fit or []) + len(prepared.held_out or []), "format": prepared.select.format}
+        # The job's dataset (dataset_id): every part but an eval_dataset_id's held-out rows.
+        of_dataset = [part["rows"] for part in rows.values() if isinstance(part, dict) and part.get("source") == "dataset_id"]
+        report["dataset"] = {"rows": sum(of_dataset), "format": prepared.select.format}
 
     artifacts: list[dict[str, Any]] = []
     for record, model, bench_model in zip(chosen, models, benchmarked, strict=True):
