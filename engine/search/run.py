@@ -120,7 +120,8 @@ def _search(request: JobRequest, prepared: Prepared, goal: Goal, traits: ModelTr
         recipe = recipe_of(proposal.plan, goal, traits)
         say.event("job.search.candidate_started", candidate_id=candidate_id, recipe=recipe)
         ctx.progress_fn = lambda stage, fraction, message, n=number: say.progress(
-            "search", _fraction(started, deadline, elapsed_before), f"candidate {n + 1}: {stage} {message}".strip())
+            "search", _fraction(started, deadline, elapsed_before),
+            f"{n} candidates evaluated; candidate {n + 1}: {stage} {message}".strip())
         began = time.monotonic()
         record = TrialRecord(number=number, plan=proposal.plan, params={}, distributions={}, state="failed",
                              extra={"candidate_id": candidate_id, "recipe": recipe})
