@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import Celery
 
+from core import sql_broker
 from core.settings import Settings, get_settings
 
 RUN_JOB_TASK = "shrink.run_job"
@@ -26,8 +27,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # timeout delivers a running job again and again. Recovery of dead workers is the lease
         # reaper's job, not the broker's.
         transport_options["visibility_timeout"] = settings.job_time_limit_seconds + 600
-    # (kombu's SQLAlchemy transport hands its transport options to create_engine, so it keeps
-    # its default 1 s polling interval: nothing to set for it here.)
     return {
         "broker_url": broker,
         "broker_connection_retry_on_startup": True,
@@ -51,6 +50,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
+    sql_broker.register()
     app = Celery("shrink")
     app.conf.update(celery_config(settings))
     return app
