@@ -55,7 +55,7 @@ def _tenant(
     if credentials is None and not request.headers.get("Authorization") and request.cookies.get(console_session.COOKIE):
         # A browser signed in to the console: the cookie, and X-CSRF-Token on a change.
         tenant = console_session.tenant_of(request, session)
-        session.commit()  # last_used_at
+        _commit_last_used(session)
         return tenant
     if credentials is None:
         # HTTPBearer answers None for a missing header and for another scheme alike.
@@ -66,8 +66,15 @@ def _tenant(
     if not token:
         raise Unauthorized("the Authorization header must be 'Bearer <api key>'", code="invalid_api_key")
     tenant = tenants.authenticate(session, token)
-    session.commit()  # last_used_at
+    _commit_last_used(session)
     return tenant
+
+
+def _commit_last_used(session: Session) -> None:
+    """Commit a changed ``last_used_at`` at once (an error later in the request must not lose it);
+    otherwise keep the transaction, so the route's reads use the same connection."""
+    if session.dirty:
+        session.commit()
 
 
 def _rate_limited_tenant(session: SessionDep, tenant: Annotated[Tenant, Depends(_tenant)]) -> Tenant:

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from core.errors import ShrinkError, Unauthorized
 from core.models import ApiKey, Tenant, utcnow
 from core.settings import get_settings
-from core.tenants.service import is_expired
+from core.tenants.service import is_expired, mark_used
 
 COOKIE = "shrink_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -119,7 +119,7 @@ def live_key(session: Session, claims: Claims) -> tuple[ApiKey, Tenant]:
     tenant = session.get(Tenant, key.tenant_id)
     if tenant is None:
         raise _refused()
-    key.last_used_at = now
+    mark_used(key, now)
     return key, tenant
 
 

@@ -205,3 +205,28 @@ def test_keys_are_refused_once_revoked_or_past_their_grace_on_each_database(db_e
                 service.authenticate(session, secret)
         assert service.authenticate(session, graced_secret).id == tenant.id
         assert service.authenticate(session, newest_secret).id == tenant.id
+
+
+def test_last_used_is_written_once_a_minute_not_on_every_request(db_env: dict[str, str]) -> None:
+    """A status poll must not be a committed write; ``list-keys`` still shows use to the minute."""
+    from datetime import timedelta
+
+    from core.db import session_scope
+    from core.models import ApiKey
+    from core.tenants import service
+
+    with session_scope() as session:
+        tenant = service.create_tenant(session, "polling")
+        key, secret = service.create_api_key(session, tenant.id)
+    with session_scope() as session:
+        service.authenticate(session, secret)
+        first = session.get(ApiKey, key.id).last_used_at
+    with session_scope() as session:
+        service.authenticate(session, secret)
+        assert not session.dirty  # nothing to write within the minute
+        row = session.get(ApiKey, key.id)
+        assert row.last_used_at == first
+        row.last_used_at = first - timedelta(minutes=2)
+    with session_scope() as session:
+        service.authenticate(session, secret)
+        assert session.get(ApiKey, key.id).last_used_at > first
