@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors, openapi
 from api.console import headers as console_headers
 from api.console import router as console
-from api.metrics import metrics_middleware
+from api.metrics import RequestMetrics
 from api.routers import artifacts, benchmarks, catalog, jobs, quota, system, webhooks
 from core.jobs.schemas import MAX_SPEC_BODY_BYTES
 from core.logging import configure_logging
@@ -74,7 +74,7 @@ def create_app() -> openapi.ShrinkAPI:
     # Innermost, so that its 413 is counted and carries CORS headers like any answer.
     app.add_middleware(BodyLimit, max_bytes=MAX_SPEC_BODY_BYTES,
                        streamed_paths=frozenset({catalog.models.prefix, catalog.datasets.prefix}))
-    app.middleware("http")(metrics_middleware)
+    app.add_middleware(RequestMetrics)
     app.add_middleware(console_headers.PageHeaders)
     if settings.cors_origins:
         app.add_middleware(
