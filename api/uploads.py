@@ -3,6 +3,7 @@ never the whole file in memory. Raw bodies and multipart (field ``file``) both s
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import tempfile
@@ -31,6 +32,12 @@ class SpooledUpload:
 
 
 class _Sink:
+    """Hashes and writes the body on a thread, a block at a time, while the event loop receives the
+    next block: the two overlap on two cores, and the event loop is never held by a hash or a
+    write (other requests are answered during an upload). At most two blocks are in memory."""
+
+    BLOCK = 4 << 20
+
     def __init__(self, directory: Path, max_bytes: int):
         directory.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="upload-", dir=directory)
@@ -39,17 +46,43 @@ class _Sink:
         self.digest = hashlib.sha256()
         self.size = 0
         self.max_bytes = max_bytes
+        self._block = bytearray()
+        self._pending: asyncio.Future[None] | None = None
 
-    def write(self, chunk: bytes) -> None:
+    def add(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self.max_bytes:
             raise PayloadTooLarge(f"the upload exceeds the limit of {self.max_bytes} bytes",
                                   detail={"limit_bytes": self.max_bytes})
-        self.digest.update(chunk)
-        self.file.write(chunk)
+        self._block += chunk
 
-    def close(self) -> None:
-        self.file.close()
+    async def flush_if_full(self) -> None:
+        if len(self._block) >= self.BLOCK:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        await self._wait()
+        block, self._block = self._block, bytearray()
+        self._pending = asyncio.get_running_loop().run_in_executor(None, self._consume, block)
+
+    def _consume(self, block: bytearray) -> None:
+        self.digest.update(block)
+        self.file.write(block)
+
+    async def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await pending
+
+    async def close(self, *, write_rest: bool = True) -> None:
+        """Write what is left (unless the body was refused) and close the file once no thread
+        writes to it any more."""
+        try:
+            if self._block and write_rest:
+                await self._flush()
+            await self._wait()
+        finally:
+            self.file.close()
 
 
 async def spool(request: Request, directory: Path, max_bytes: int) -> SpooledUpload:
@@ -64,7 +97,8 @@ async def spool(request: Request, directory: Path, max_bytes: int) -> SpooledUpl
             fields, filename = await _multipart(request, sink, params.get(b"boundary"))
         elif ctype in (b"application/octet-stream", b"application/zip", b"application/x-tar", b"application/gzip"):
             async for chunk in request.stream():
-                sink.write(chunk)
+                sink.add(chunk)
+                await sink.flush_if_full()
             fields, filename = {}, request.query_params.get("filename", "")
         else:
             raise UnsupportedMediaType(
@@ -72,10 +106,10 @@ async def spool(request: Request, directory: Path, max_bytes: int) -> SpooledUpl
                 "with the file in field 'file'"
             )
     except BaseException:
-        sink.close()
+        await asyncio.shield(sink.close(write_rest=False))
         sink.path.unlink(missing_ok=True)
         raise
-    sink.close()
+    await sink.close()
     if sink.size == 0:
         sink.path.unlink(missing_ok=True)
         raise BadRequest("the upload is empty", code="empty_upload")
@@ -110,7 +144,7 @@ async def _multipart(request: Request, sink: _Sink, boundary: bytes | None) -> t
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if state["name"] == "file":
-            sink.write(data[start:end])
+            sink.add(data[start:end])
             return
         buffer = state["buffer"]
         buffer.extend(data[start:end])  # type: ignore[union-attr]
@@ -141,6 +175,7 @@ async def _multipart(request: Request, sink: _Sink, boundary: bytes | None) -> t
     try:
         async for chunk in request.stream():
             parser.write(chunk)
+            await sink.flush_if_full()
         parser.finalize()
     except MultipartParseError:
         raise _malformed("the multipart body does not follow its boundary") from None

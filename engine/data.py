@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import DatasetInvalid
+from engine.formats import npz
 from engine.formats.redact import path_free
 
 LABELS = "labels"
@@ -148,7 +149,7 @@ def _validate(ds: Dataset) -> None:
             detail={"bytes": total},
         )
     for name, arr in [*ds.arrays.items(), *([(LABELS, ds.labels)] if ds.labels is not None else [])]:
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        if not npz.all_finite(arr):
             raise DatasetInvalid(f"array {name!r} holds NaN or infinite values", detail={"array": name})
     if ds.labels is not None:
         if len(ds.labels) != rows:
@@ -181,37 +182,32 @@ def _check_npz_headers(path: Path) -> None:
     object arrays (pickles) and arrays too large for memory without decompressing them."""
     total = 0
     with zipfile.ZipFile(path) as zf:
-        members = zf.infolist()
-        if len(members) > MAX_ARRAYS + 1:
-            raise DatasetInvalid(f"the .npz holds {len(members)} arrays; at most {MAX_ARRAYS} are accepted")
-        for info in members:
-            with zf.open(info) as fh:
-                try:
-                    version = np.lib.format.read_magic(fh)
-                    read_header = (
-                        np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                    )
-                    shape, _, dtype = read_header(fh)
-                except ValueError as exc:
-                    raise DatasetInvalid(f"member {info.filename!r} is not a valid .npy array: {exc}") from None
-            name = info.filename.removesuffix(".npy")
-            if dtype.hasobject or dtype.kind not in "biuf":
-                raise DatasetInvalid(
-                    f"array {name!r} has dtype {dtype}; only numeric and boolean arrays are accepted",
-                    detail={"array": name, "dtype": str(dtype)},
-                )
-            total += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            if total > MAX_DATASET_BYTES:
-                raise DatasetInvalid(
-                    f"the .npz arrays hold more than {MAX_DATASET_BYTES} bytes", detail={"bytes_at_least": total}
-                )
+        if len(zf.infolist()) > MAX_ARRAYS + 1:
+            raise DatasetInvalid(f"the .npz holds {len(zf.infolist())} arrays; at most {MAX_ARRAYS} are accepted")
+    try:
+        headers = npz.read_headers(path)
+    except ValueError as exc:
+        raise DatasetInvalid(str(exc)) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:  # members cut short or out of the file
+        raise DatasetInvalid(f"the .npz cannot be read: {path_free(exc, 'the uploaded .npz')}") from None
+    for info, shape, dtype, _, _ in headers:
+        name = info.filename.removesuffix(".npy")
+        if dtype.hasobject or dtype.kind not in "biuf":
+            raise DatasetInvalid(
+                f"array {name!r} has dtype {dtype}; only numeric and boolean arrays are accepted",
+                detail={"array": name, "dtype": str(dtype)},
+            )
+        total += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if total > MAX_DATASET_BYTES:
+            raise DatasetInvalid(
+                f"the .npz arrays hold more than {MAX_DATASET_BYTES} bytes", detail={"bytes_at_least": total}
+            )
 
 
 def _load_npz(path: Path) -> Dataset:
     _check_npz_headers(path)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        arrays = npz.load_arrays(path)
     except ValueError as exc:  # object arrays need pickle: refused
         raise DatasetInvalid(
             f"the .npz cannot be read without pickle ({path_free(exc, 'the uploaded .npz')}); store numeric arrays only"

@@ -3,11 +3,13 @@ pagination, Idempotency-Key, live events, cancel, benchmarks, capabilities, heal
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import zipfile
 
 import httpx
+import numpy as np
 import pytest
 
 from bench import materials
@@ -40,6 +42,23 @@ def test_multipart_upload_streams_the_file_field(client: httpx.Client) -> None:
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["name"] == "multi" and body["filename"] == "cnn.onnx" and body["size_bytes"] == len(data)
+
+
+@pytest.mark.parametrize("how", ["raw", "multipart"])
+def test_an_upload_of_many_blocks_is_hashed_and_stored_whole(client: httpx.Client, tmp_path, how: str) -> None:
+    """The body is written a block at a time on a thread: a file of several blocks and a ragged
+    end arrives byte for byte, with the digest of the whole."""
+    path = tmp_path / "rows.npz"
+    np.savez(path, x=np.random.default_rng(1).standard_normal((3000, 512)).astype(np.float32))  # ~6 MiB
+    data = path.read_bytes()
+    if how == "raw":
+        response = ServiceStack.upload(client, path, kind="datasets")
+    else:
+        response = client.post("/v1/datasets", files={"file": ("rows.npz", data, "application/octet-stream")})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["sha256"] == hashlib.sha256(data).hexdigest() and body["size_bytes"] == len(data)
+    assert body["info"]["arrays"]["x"]["shape"] == [3000, 512]
 
 
 def test_hf_checkpoint_archive_is_detected_from_its_content(client: httpx.Client, tmp_path) -> None:

@@ -88,3 +88,13 @@ def test_presigned_urls_name_the_public_endpoint_when_set(moto_endpoint: str) ->
                         s3_bucket="b", s3_access_key_id="testing", s3_secret_access_key="testing")
     url = S3Storage(settings).presigned_url("tenants/t/a", filename="a")
     assert url is not None and url.startswith("https://files.example.com/b/tenants/t/a?")
+
+
+def test_local_storage_stores_a_file_on_the_same_disk_without_copying_it(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path / "store")
+    src, digest = _file(tmp_path / "upload.bin", 1024 * 1024)
+    store.put_file("tenants/t/datasets/d/data", src, sha256=digest)
+    stored = store.get_file("tenants/t/datasets/d/data", tmp_path / "back.bin", sha256=digest)
+    assert os.stat(src).st_ino == os.stat(tmp_path / "store" / "tenants/t/datasets/d/data").st_ino  # a link, no copy
+    src.unlink()  # the caller's spooled file goes; the stored object stays
+    assert sha256_file(tmp_path / "store" / "tenants/t/datasets/d/data") == digest == sha256_file(stored)

@@ -83,6 +83,66 @@ def test_npz_with_unusable_values_is_refused_with_the_reason(tmp_path, arrays, m
         load_dataset(path)
 
 
+def test_stored_npz_members_are_mapped_in_place_and_equal_what_numpy_reads(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 3, 5)).astype(np.float32)
+    f = np.asfortranarray(rng.standard_normal((64, 7)))
+    path = tmp_path / "d.npz"
+    np.savez(path, x=x, f=f, labels=np.arange(64) % 3)
+    ds = load_dataset(path)
+    assert isinstance(ds.arrays["x"], np.memmap) and list(ds.arrays) == ["x", "f"]
+    assert np.array_equal(ds.arrays["x"], x) and np.array_equal(ds.arrays["f"], f)
+    assert np.array_equal(ds.labels, np.arange(64) % 3)
+    ds.arrays["x"][0] = 0  # copy-on-write: the engine may write, the stored file does not change
+    assert np.array_equal(np.load(path)["x"], x)
+
+
+def test_npz_mixing_stored_and_compressed_members_keeps_their_order(tmp_path):
+    import zipfile
+
+    path = tmp_path / "mixed.npz"
+    a, b = np.ones((4, 2), np.float32), np.arange(8, dtype=np.int64).reshape(4, 2)
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, arr, kind in (("b", b, zipfile.ZIP_DEFLATED), ("a", a, zipfile.ZIP_STORED)):
+            zf.writestr(zipfile.ZipInfo(f"{name}.npy"), _npy_bytes(arr), compress_type=kind)
+    ds = load_dataset(path)
+    assert list(ds.arrays) == ["b", "a"]
+    assert np.array_equal(ds.arrays["a"], a) and np.array_equal(ds.arrays["b"], b)
+
+
+@pytest.mark.parametrize("cut", ["data", "directory"])
+def test_npz_member_shorter_than_its_header_is_refused(tmp_path, cut):
+    import zipfile
+
+    path = tmp_path / "short.npz"
+    if cut == "data":  # a valid zip whose member holds fewer bytes than its .npy header declares
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("x.npy", _npy_bytes(np.zeros((1000, 10), np.float32))[:-400])
+    else:  # the data cut out of the file, the zip directory kept: offsets point past the end
+        np.savez(path, x=np.zeros((1000, 10), np.float32))
+        raw = path.read_bytes()
+        path.write_bytes(raw[:2000] + raw[-200:])
+    with pytest.raises(DatasetInvalid):
+        load_dataset(path)
+
+
+def test_a_nan_in_the_last_block_of_a_large_array_is_found():
+    from engine.formats import npz
+
+    arr = np.zeros((1000, 64), np.float32)
+    assert npz.all_finite(arr, block_bytes=1024)
+    arr[-1, -1] = np.nan
+    assert not npz.all_finite(arr, block_bytes=1024)
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, arr)
+    return buffer.getvalue()
+
+
 def test_jsonl_line_longer_than_the_limit_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "MAX_JSONL_LINE", 100)
     path = tmp_path / "ds.jsonl"
