@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run migrate test lint chromium bench clean
+.PHONY: install prefect-env run migrate test lint chromium wrk bench clean
 
 $(STAMP): pyproject.toml requirements-nodeps.txt clients/python/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,9 +24,24 @@ $(STAMP): pyproject.toml requirements-nodeps.txt clients/python/pyproject.toml
 
 install: $(STAMP)
 
+# The Prefect example (examples/prefect_flow.py) runs in an environment of its own: Prefect's pins
+# and the service's differ (docs/pipelines.md). Prefect and the client only.
+PREFECT_VENV := .venv-prefect
+$(PREFECT_VENV)/.installed-stamp: examples/prefect-requirements.txt clients/python/pyproject.toml
+	test -x $(PREFECT_VENV)/bin/python || python3 -m venv $(PREFECT_VENV)
+	$(PREFECT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PREFECT_VENV)/bin/python -m pip install -q -r examples/prefect-requirements.txt -e clients/python
+	touch $@
+
+prefect-env: $(PREFECT_VENV)/.installed-stamp
+
 # Debian's Chromium renders the HTML report in the report tests (headless, no network).
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# wrk drives the status-poll load in `make bench` (a C load generator leaves the CPU to the service).
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 
 migrate: install
 	$(VENV)/bin/shrink migrate
@@ -42,13 +57,13 @@ run: migrate
 	$(VENV)/bin/shrink worker --queues cpu,gpu --loglevel WARNING & \
 	$(VENV)/bin/shrink api --host $(HOST) --port $(PORT)
 
-test: install chromium
+test: install chromium prefect-env
 	$(PY) -m pytest
 
 lint: install
 	$(VENV)/bin/ruff check api core worker engine tests bench clients examples
 
-bench: install
+bench: install wrk
 	$(PY) -m bench.service
 
 clean:
