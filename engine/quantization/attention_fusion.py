@@ -27,11 +27,13 @@ Shrink exports Hugging Face checkpoints with eager attention for that reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from engine.quantization import sdpa_rewrite
 
 # Relative to the largest output magnitude: float reassociation inside the fused kernels moves
 # MiniLM's outputs by about 1e-6 of that; a wrong fusion moves them by order 1.
@@ -45,10 +47,23 @@ class Fusion:
     model: Any  # the fused graph, as saved at ``path``
 
 
+@dataclass
+class Attempt:
+    fusion: Fusion | None
+    # Each rewrite tried, as the job's ``resolved["rewrites"]`` reports it:
+    # {"applied": bool, ...what it did, or "reason": why not}.
+    rewrites: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
 def fuse_attention(src: Path, dest: Path, feeds: list[dict[str, np.ndarray]], *, proto: Any = None) -> Fusion | None:
     """``dest`` with Attention (and LayerNorm/Gelu) fused, or None when nothing fused or the fused
     graph's outputs differ from ``src``'s on ``feeds``. ``proto``: ``src`` already in memory (it is
     left unchanged)."""
+    return attempt_fusion(src, dest, feeds, proto=proto).fusion
+
+
+def attempt_fusion(src: Path, dest: Path, feeds: list[dict[str, np.ndarray]], *, proto: Any = None) -> Attempt:
+    """``fuse_attention``, saying which rewrites applied and why the others did not."""
     import onnx
     from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
@@ -60,23 +75,36 @@ def fuse_attention(src: Path, dest: Path, feeds: list[dict[str, np.ndarray]], *,
     else:  # the head counts are written into, and the optimizer rewrites, the graph it is given
         graph = onnx.ModelProto()
         graph.CopyFrom(proto)
+    result = Attempt(None)
     if not any(n.op_type == "Softmax" for n in graph.graph.node):
-        return None
+        result.rewrites["attention_fusion"] = {"applied": False, "reason": "the graph has no Softmax (no attention)"}
+        return result
+    sdpa = sdpa_rewrite.rewrite(graph)
+    result.rewrites["sdpa_attention"] = (
+        {"applied": True, "attention_blocks": sdpa.applied} | ({"not_rewritten": sdpa.reason} if sdpa.reason else {})
+        if sdpa.applied
+        else {"applied": False, "reason": sdpa.reason or "no attention block"}
+    )
     _write_head_counts(graph)
     options = FusionOptions("bert")
     options.attention_mask_format = AttentionMaskFormat.AttentionMask
     try:
         optimized = optimize_model(graph, model_type="bert", num_heads=0, hidden_size=0, opt_level=0, optimization_options=options)
-    except Exception:
-        return None
+    except Exception as exc:  # noqa: BLE001 - the unfused graph is quantized instead
+        result.rewrites["attention_fusion"] = {"applied": False, "reason": f"onnxruntime's transformer optimizer failed: {type(exc).__name__}: {exc}"[:300]}
+        return result
     fused = {op: int(n) for op, n in optimized.get_fused_operator_statistics().items() if n}
     if not fused.get("Attention"):
-        return None
+        result.rewrites["attention_fusion"] = {"applied": False, "reason": "no attention matched (neither SDPA's spelling nor onnxruntime's patterns)", "fused": fused}
+        return result
     onnx_model.save_proto(optimized.model, dest)
     if not _same_function(src, dest, feeds):
         dest.unlink(missing_ok=True)
-        return None
-    return Fusion(dest, fused, optimized.model)
+        result.rewrites["attention_fusion"] = {"applied": False, "reason": "the fused graph's outputs differ from the original's on the evaluation inputs", "fused": fused}
+        return result
+    result.rewrites["attention_fusion"] = {"applied": True, "fused": fused}
+    result.fusion = Fusion(dest, fused, optimized.model)
+    return result
 
 
 def _write_head_counts(proto) -> None:
