@@ -220,7 +220,8 @@ def export_hf_onnx(
     names = hf.input_names(folder)
     # Eager attention exports as plain MatMul/Softmax ops that onnxruntime's transformer optimizer
     # fuses into its Attention kernel (engine/quantization/attention_fusion.py); the default ``sdpa``
-    # exports a pattern it does not recognise. Both compute the same function.
+    # exports a pattern it does not recognise, matched by Shrink's own rewrite (sdpa_rewrite.py).
+    # Both compute the same function; eager stays Shrink's export, the one fused most directly.
     # Put back afterwards: the caller's model is only borrowed for the trace.
     previous = getattr(getattr(model, "config", None), "_attn_implementation", None)
     if hasattr(model, "set_attn_implementation"):

@@ -6,8 +6,14 @@ transposes, two batched MatMuls, softmax, mask arithmetic). onnxruntime's transf
 dynamic quantizer turns that into ``QAttention`` (the Q/K/V projections as one int8 GEMM).
 docs/methods/quantize.md and docs/benchmarks.md have the measured effect on MiniLM-L6.
 
-Three things are done beyond calling the optimizer:
+Four things are done beyond calling the optimizer:
 
+- **SDPA exports are matched here** (``sdpa_rewrite``). transformers' default attention
+  (``sdpa``) exports a spelling the optimizer does not match (onnxruntime issue 23864), through
+  either of torch's exporters and as ``optimum-cli export onnx`` writes it. ``sdpa_rewrite``
+  replaces each such block by an ``Attention`` node before the optimizer runs; the optimizer
+  then fuses LayerNorm/Gelu around them as it does for the eager spelling, which it matches
+  itself.
 - **The attention mask stays a 2D mask** (``AttentionMaskFormat.AttentionMask``). The optimizer's
   default turns it into one length per row, which assumes right padding: on left-padded rows, or
   masks with holes, MiniLM's outputs moved by up to 2.2. The 2D mask is exact for any mask.
@@ -17,12 +23,12 @@ Three things are done beyond calling the optimizer:
   number in changes nothing, and it is per layer, so head-pruned models (layers with different
   head counts) fuse too.
 - **The fused graph is kept only if it is the same function**: its outputs must match the input
-  graph's on the evaluation inputs. Otherwise the unfused graph is used.
+  graph's on the evaluation inputs. Otherwise the unfused graph is used. This guards the SDPA
+  rewrite as much as the optimizer's own fusions.
 
 Only BERT-style encoders (``model_type="bert"``: BERT, RoBERTa, MiniLM, DistilBERT-like) are
-tried. A graph exported with PyTorch's scaled-dot-product attention (transformers' default
-``sdpa``) does not match the optimizer's patterns (onnxruntime issue 23864) and stays unfused;
-Shrink exports Hugging Face checkpoints with eager attention for that reason.
+tried. ``attempt_fusion`` also says, per rewrite, whether it applied and why not (the job's
+``resolved["rewrites"]``).
 """
 
 from __future__ import annotations

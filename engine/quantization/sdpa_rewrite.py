@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from engine.quantization import subgraph
+
 # A masked key must get a bias at least this negative (SDPA writes -inf, the eager spelling the
 # dtype's minimum; either way exp() of it is 0).
 _MASKED = -1e4
@@ -84,13 +86,9 @@ class _Graph:
         the sizes of the heads' merging Reshape from the tensors it merges; once that Reshape is
         replaced they are dead and removed, and were they not, they would still be right)."""
         users = [u for u in self.consumers.get(name, []) if u.op_type != "Shape"]
-        if len(users) == 1 and users[0].op_type == op_type and name not in self.output_names:
+        if len(users) == 1 and users[0].op_type == op_type and name not in {o.name for o in self.graph.output}:
             return users[0]
         return None
-
-    @property
-    def output_names(self) -> set[str]:
-        return {o.name for o in self.graph.output}
 
     def shape_values(self, name: str) -> list[int | None] | None:
         """A Reshape's target shape as far as it is constant (None for a computed element)."""
@@ -227,59 +225,10 @@ def _match(graph: _Graph, softmax: Any) -> _Match | str:
     return _Match(q, k, v, mask_bias, merge, int(heads))
 
 
-class _Evaluator:
-    """Computes tensors of the graph with onnxruntime on a subgraph of just their ancestors, for
-    facts the structure does not show (what a mask means, what a computed factor is worth)."""
-
-    def __init__(self, graph: _Graph, outputs: list[str]):
-        import onnx
-
-        needed, nodes, seen = list(outputs), [], set()
-        while needed:
-            node = graph.producers.get(needed.pop())
-            if node is None or id(node) in seen:
-                continue
-            seen.add(id(node))
-            nodes.append(node)
-            needed.extend(i for i in node.input if i)
-        order = {id(n): i for i, n in enumerate(graph.graph.node)}
-        nodes.sort(key=lambda n: order[id(n)])
-        used = {i for n in nodes for i in n.input} | set(outputs)
-        self.inputs = [i for i in graph.graph.input if i.name in used and i.name not in graph.initializers]
-        sub = onnx.helper.make_graph(
-            nodes, "sub", self.inputs, [onnx.helper.make_empty_tensor_value_info(o) for o in outputs],
-            [graph.initializers[i] for i in used if i in graph.initializers],
-        )  # fmt: skip
-        self.model = onnx.helper.make_model(sub, opset_imports=graph.proto.opset_import, ir_version=graph.proto.ir_version)
-        self._session: Any = None
-
-    def integer_inputs(self) -> bool:
-        """Whether every input is a 2D integer (token-like) tensor, which zeros can stand for."""
-        import onnx
-
-        types = {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.BOOL}
-        return all(i.type.tensor_type.elem_type in types and len(i.type.tensor_type.shape.dim) == 2 for i in self.inputs)
-
-    def run(self, rows: int, seq: int, overrides: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
-        """The outputs with every input zeros of (rows, seq) (token id 0 is valid everywhere),
-        except ``overrides``."""
-        import onnx
-        import onnxruntime as ort
-
-        if self._session is None:
-            self._session = ort.InferenceSession(self.model.SerializeToString(), providers=["CPUExecutionProvider"])
-        dtypes = {onnx.TensorProto.INT32: np.int32, onnx.TensorProto.BOOL: np.bool_}
-        feeds = {}
-        for spec in self.inputs:
-            value = (overrides or {}).get(spec.name, np.zeros((rows, seq), dtype=np.int64))
-            feeds[spec.name] = value.astype(dtypes.get(spec.type.tensor_type.elem_type, np.int64))
-        return self._session.run(None, feeds)
-
-
 def _key_padding_input(graph: _Graph, bias: str) -> tuple[str | None, str | None]:
     """(the 2D mask input ``bias`` is a key-padding mask of, None), or (None, why not): the bias
     is computed on a few masks and compared with that meaning."""
-    evaluator = _Evaluator(graph, [bias])
+    evaluator = subgraph.Evaluator(graph.proto, [bias])
     masks = [i for i in evaluator.inputs if "mask" in i.name.lower()] or evaluator.inputs
     if len(masks) != 1:
         return None, "the mask bias does not come from one attention-mask input"
@@ -310,7 +259,7 @@ def _resolve_factors(graph: _Graph, matches: list[_Match]) -> str | None:
     names = sorted({f for m in matches for p in (m.q, m.k) for f in p.factors})
     if not names:
         return None
-    evaluator = _Evaluator(graph, names)
+    evaluator = subgraph.Evaluator(graph.proto, names)
     if not evaluator.integer_inputs():
         return "a computed attention scale depends on an input that is not a 2D integer tensor"
     try:
