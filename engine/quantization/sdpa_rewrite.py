@@ -234,11 +234,16 @@ def _key_padding_input(graph: _Graph, bias: str) -> tuple[str | None, str | None
         return None, "the mask bias does not come from one attention-mask input"
     if not evaluator.integer_inputs():
         return None, "the mask bias depends on an input that is not a 2D integer tensor"
-    rows, seq = 4, 7
+    rows, seq = evaluator.shape(4, 7)
+    if seq < 6:
+        return None, "the sequence is too short to tell a padding mask from others"
+    # Left padding, right padding and a hole in every row (a fixed batch size may allow one),
+    # their lengths varied by row.
     mask = np.ones((rows, seq), dtype=np.int64)
-    mask[0, 5:] = 0  # right padding
-    mask[1, :3] = 0  # left padding
-    mask[2, [1, 4]] = 0  # holes
+    for row in range(rows):
+        mask[row, : (row + 1) % 3] = 0
+        mask[row, seq - 1 - row % 2 :] = 0
+        mask[row, seq // 2] = 0
     try:
         value = evaluator.run(rows, seq, {masks[0].name: mask})[0]
     except Exception as exc:  # noqa: BLE001 - any failure means "not shown", never an error

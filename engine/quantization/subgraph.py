@@ -44,9 +44,18 @@ class Evaluator:
         types = {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.BOOL}
         return all(i.type.tensor_type.elem_type in types and len(i.type.tensor_type.shape.dim) == 2 for i in self.inputs)
 
+    def shape(self, rows: int, seq: int) -> tuple[int, int]:
+        """(rows, seq), or the sizes the inputs fix (an export with static shapes accepts no other)."""
+        sizes = [rows, seq]
+        for spec in self.inputs:
+            for axis, dim in enumerate(spec.type.tensor_type.shape.dim[:2]):
+                if dim.dim_value > 0:
+                    sizes[axis] = dim.dim_value
+        return sizes[0], sizes[1]
+
     def run(self, rows: int, seq: int, overrides: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
-        """The outputs with every input zeros of (rows, seq) (token id 0 is valid everywhere),
-        except ``overrides``."""
+        """The outputs with every input zeros of ``shape(rows, seq)`` (token id 0 is valid
+        everywhere), except ``overrides``."""
         import onnx
         import onnxruntime as ort
 
@@ -55,6 +64,6 @@ class Evaluator:
         dtypes = {onnx.TensorProto.INT32: np.int32, onnx.TensorProto.BOOL: np.bool_}
         feeds = {}
         for spec in self.inputs:
-            value = (overrides or {}).get(spec.name, np.zeros((rows, seq), dtype=np.int64))
+            value = (overrides or {}).get(spec.name, np.zeros(self.shape(rows, seq), dtype=np.int64))
             feeds[spec.name] = value.astype(dtypes.get(spec.type.tensor_type.elem_type, np.int64))
         return self._session.run(None, feeds)

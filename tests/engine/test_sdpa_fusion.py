@@ -167,3 +167,16 @@ def test_the_default_quantizes_the_sdpa_exports_attention_and_says_what_it_rewro
     rewrites = ctx.resolved["rewrites"]
     assert rewrites["sdpa_attention"] == {"applied": True, "attention_blocks": LAYERS}
     assert rewrites["attention_fusion"] == {"applied": True, "fused": ctx.resolved["fused"]}
+
+
+def test_an_export_with_static_shapes_fuses(exports: dict[str, Path], tmp_path: Path) -> None:
+    """The mask is checked at the sizes the graph's inputs fix (a static export accepts no other)."""
+    proto = onnx_model.load_proto(exports["sdpa"])
+    feeds = _feeds()
+    for spec in proto.graph.input:
+        for dim, size in zip(spec.type.tensor_type.shape.dim, feeds[0][spec.name].shape, strict=True):
+            dim.Clear()
+            dim.dim_value = size
+    src = onnx_model.save_proto(proto, tmp_path / "static.onnx")
+    fusion = attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", feeds)
+    assert fusion is not None and fusion.fused["Attention"] == LAYERS
