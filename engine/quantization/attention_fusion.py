@@ -85,7 +85,11 @@ def attempt_fusion(src: Path, dest: Path, feeds: list[dict[str, np.ndarray]], *,
     if not any(n.op_type == "Softmax" for n in graph.graph.node):
         result.rewrites["attention_fusion"] = {"applied": False, "reason": "the graph has no Softmax (no attention)"}
         return result
-    sdpa = sdpa_rewrite.rewrite(graph)
+    try:
+        sdpa = sdpa_rewrite.rewrite(graph)
+    except Exception as exc:  # noqa: BLE001 - a graph it did not foresee: the optimizer alone, on the graph as it was
+        sdpa = sdpa_rewrite.Rewrite(reasons=[f"the rewrite failed: {type(exc).__name__}: {exc}"[:300]])
+        graph.CopyFrom(proto if proto is not None else onnx_model.load_proto(src))
     result.rewrites["sdpa_attention"] = (
         {"applied": True, "attention_blocks": sdpa.applied} | ({"not_rewritten": sdpa.reason} if sdpa.reason else {})
         if sdpa.applied

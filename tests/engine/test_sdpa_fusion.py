@@ -180,3 +180,16 @@ def test_an_export_with_static_shapes_fuses(exports: dict[str, Path], tmp_path: 
     src = onnx_model.save_proto(proto, tmp_path / "static.onnx")
     fusion = attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", feeds)
     assert fusion is not None and fusion.fused["Attention"] == LAYERS
+
+
+def test_a_rewrite_that_fails_leaves_the_graph_to_onnxruntimes_optimizer(
+    exports: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(proto):
+        proto.graph.node.pop()  # half-done work must not reach the optimizer
+        raise ValueError("unforeseen graph")
+
+    monkeypatch.setattr(sdpa_rewrite, "rewrite", broken)
+    attempt = attention_fusion.attempt_fusion(exports["eager"], tmp_path / "fused.onnx", _feeds())
+    assert attempt.rewrites["sdpa_attention"] == {"applied": False, "reason": "the rewrite failed: ValueError: unforeseen graph"}
+    assert attempt.fusion is not None and attempt.fusion.fused["Attention"] == LAYERS
