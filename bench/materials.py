@@ -58,15 +58,17 @@ def minilm_hf_copy(dest: Path) -> Path:
 
 
 @cache
-def minilm_onnx(attention: str = "eager") -> Path:
-    """As Shrink exports it (eager attention), or ``attention="sdpa"``: transformers' default."""
-    target = _cache_dir("minilm") / ("model.onnx" if attention == "eager" else f"model-{attention}.onnx")
+def minilm_onnx(attention: str = "eager", *, dynamo: bool = False) -> Path:
+    """As Shrink exports it (eager attention), or ``attention="sdpa"``: transformers' default;
+    ``dynamo``: through torch's dynamo exporter instead of the TorchScript one."""
+    stem = "model" if attention == "eager" else f"model-{attention}"
+    target = _cache_dir("minilm") / (f"{stem}-dynamo.onnx" if dynamo else f"{stem}.onnx")
     if target.is_file():
         return target
     from engine.formats import hf, torch_bridge
 
     tmp = target.with_suffix(".tmp.onnx")
-    torch_bridge.export_hf_onnx(hf.load_model(minilm_folder()), minilm_folder(), tmp, attention=attention)
+    torch_bridge.export_hf_onnx(hf.load_model(minilm_folder()), minilm_folder(), tmp, attention=attention, dynamo=dynamo)
     tmp.replace(target)
     return target
 

@@ -3,6 +3,7 @@ PyTorch pass applies to them, and PyTorch models are exported back to ONNX."""
 
 from __future__ import annotations
 
+import inspect
 import sys
 import types
 from pathlib import Path
@@ -146,9 +147,16 @@ def export_onnx(
     inputs: list[dict[str, Any]],
     outputs: list[dict[str, Any]],
     opset: int = 17,
+    dynamo: bool = False,
 ) -> Path:
-    """Export with the same input/output names and symbolic axes as the signature gives."""
+    """Export with the same input/output names and symbolic axes as the signature gives.
+
+    ``dynamo``: torch's ``torch.export``-based exporter (opset 18 at least, one file) instead of
+    the TorchScript one Shrink uses; users' own exports come either way."""
     import torch
+
+    if dynamo:
+        return _export_dynamo(module, example, dest, inputs=inputs, outputs=outputs, opset=max(opset, 18))
 
     dynamic_axes: dict[str, dict[int, str]] = {}
     for spec in [*inputs, *outputs]:
@@ -171,11 +179,40 @@ def export_onnx(
     return dest
 
 
-def export_hf_onnx(model: Any, folder: Path, dest: Path, *, seq_len: int = 16, attention: str = "eager") -> Path:
+def _export_dynamo(module: Any, example: tuple[Any, ...], dest: Path, *, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], opset: int) -> Path:
+    import torch
+
+    dims: dict[str, Any] = {}
+
+    def dim(name: Any) -> Any:
+        if not str(name).isidentifier():
+            return torch.export.Dim.DYNAMIC
+        return dims.setdefault(str(name), torch.export.Dim(str(name)))
+
+    dynamic_shapes: tuple[Any, ...] = tuple(
+        {i: dim(d) for i, d in enumerate(spec["shape"]) if not (isinstance(d, int) and d > 0)} or None for spec in inputs
+    )
+    parameters = inspect.signature(module.forward).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):  # forward(*args): one argument
+        dynamic_shapes = (dynamic_shapes,)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    module.eval()
+    with torch.no_grad():
+        torch.onnx.export(
+            module, example, str(dest), input_names=[s["name"] for s in inputs], output_names=[s["name"] for s in outputs],
+            dynamic_shapes=dynamic_shapes, opset_version=opset, dynamo=True, external_data=False, verbose=False,
+        )  # fmt: skip
+    return dest
+
+
+def export_hf_onnx(
+    model: Any, folder: Path, dest: Path, *, seq_len: int = 16, attention: str = "eager", dynamo: bool = False
+) -> Path:
     """Export a transformers model to ONNX with ``last_hidden_state`` (or ``logits``) as output.
 
     ``attention``: the transformers attention implementation traced (``sdpa`` is what a user's
-    own export gets by default; the benchmarks compare both)."""
+    own export gets by default; the benchmarks compare both). ``dynamo``: torch's newer exporter
+    (``torch.onnx.export(dynamo=True)``) rather than the TorchScript one."""
     import torch
 
     from engine.formats import hf
@@ -183,14 +220,17 @@ def export_hf_onnx(model: Any, folder: Path, dest: Path, *, seq_len: int = 16, a
     names = hf.input_names(folder)
     # Eager attention exports as plain MatMul/Softmax ops that onnxruntime's transformer optimizer
     # fuses into its Attention kernel (engine/quantization/attention_fusion.py); the default ``sdpa``
-    # exports a pattern it does not recognise. Both compute the same function.
+    # exports a pattern it does not recognise, matched by Shrink's own rewrite (sdpa_rewrite.py).
+    # Both compute the same function; eager stays Shrink's export, the one fused most directly.
     # Put back afterwards: the caller's model is only borrowed for the trace.
     previous = getattr(getattr(model, "config", None), "_attn_implementation", None)
     if hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(attention)
-    example = {n: torch.ones(1, seq_len, dtype=torch.long) for n in names}
+    # torch.export specialises a dimension of size 1 to a constant: two rows keep batch dynamic.
+    rows = 2 if dynamo else 1
+    example = {n: torch.ones(rows, seq_len, dtype=torch.long) for n in names}
     if "token_type_ids" in example:
-        example["token_type_ids"] = torch.zeros(1, seq_len, dtype=torch.long)
+        example["token_type_ids"] = torch.zeros(rows, seq_len, dtype=torch.long)
 
     class _Wrapper(torch.nn.Module):
         def __init__(self, inner: Any):
@@ -212,6 +252,7 @@ def export_hf_onnx(model: Any, folder: Path, dest: Path, *, seq_len: int = 16, a
             dest,
             inputs=[{"name": n, "shape": ["batch", "sequence"], "dtype": "int64"} for n in names],
             outputs=[{"name": output, "shape": out_shape, "dtype": "float32"}],
+            dynamo=dynamo,
         )
     finally:
         if previous is not None and previous != attention:

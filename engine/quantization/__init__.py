@@ -6,7 +6,7 @@
   the inputs fidelity is measured on, a calibration reader over the job's dataset, HF checkpoints
   exported to ONNX (``as_onnx``).
 - ``attention_fusion``: BERT attention fused into onnxruntime's ``Attention`` kernel, kept only
-  when it computes the same outputs.
+  when it computes the same outputs; ``sdpa_rewrite`` matches the SDPA exports' attention for it.
 - ``outlier_split``: the few outlier channels of each MatMul's activation computed in float.
 - ``residual_sum``: residual sums as ``Sum`` + ``LayerNormalization``, never onnxruntime's slow
   ``SkipLayerNormalization``.

@@ -54,11 +54,12 @@ def quantize(model: ModelFile, ctx: PassContext, recipe: Recipe) -> ModelFile:
         # Dynamic int8 would make every Conv a ConvInteger, slower than float.
         return convolutional.quantize(model, ctx, feeds, target_cosine=recipe.target_cosine, reduce_range=reduce_range,
                                       timing_batch_sizes=recipe.timing_batch_sizes)
-    fusion = (
-        attention_fusion.fuse_attention(model.path, ctx.work_dir / "fused.onnx", feeds, proto=graph)
-        if recipe.fuse_attention
-        else None
-    )
+    if recipe.fuse_attention:
+        attempt = attention_fusion.attempt_fusion(model.path, ctx.work_dir / "fused.onnx", feeds, proto=graph)
+        fusion, rewrites = attempt.fusion, attempt.rewrites
+        del attempt
+    else:
+        fusion, rewrites = None, {"attention_fusion": {"applied": False, "reason": "fuse_attention is false"}}
     pre_process_input = model.path
     fused: dict[str, int] | None = None
     if fusion:
@@ -110,6 +111,7 @@ def quantize(model: ModelFile, ctx: PassContext, recipe: Recipe) -> ModelFile:
         measured_cosine_mean=result.fidelity["cosine_mean"],
         measured_cosine_min=result.fidelity["cosine_min"],
         met_target=result.met_target,
+        rewrites=rewrites,
     )
     if fused:
         ctx.resolved["fused"] = fused

@@ -109,10 +109,13 @@ def test_a_fusion_that_changes_the_outputs_is_refused(tmp_path: Path, monkeypatc
     assert attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", _feeds()[:1]) is not None
 
 
-def test_an_sdpa_export_is_left_unfused(tmp_path: Path) -> None:
+def test_an_sdpa_export_fuses_too(tmp_path: Path) -> None:
+    """transformers' default attention exports a spelling onnxruntime's optimizer does not match;
+    engine/quantization/sdpa_rewrite.py matches it (every export kind: tests/engine/test_sdpa_fusion.py)."""
     src = _tiny_bert(tmp_path / "bert", attn="sdpa")
     assert "IsNaN" in _ops(src)  # SDPA's export, not the eager pattern
-    assert attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", _feeds()) is None
+    fusion = attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", _feeds())
+    assert fusion is not None and fusion.fused["Attention"] == LAYERS
 
 
 def test_a_cnn_is_left_alone(tmp_path: Path) -> None:
@@ -130,6 +133,8 @@ def test_the_default_quantizes_the_fused_attention(tmp_path: Path) -> None:
     out = build_step({"op": "quantize", "target_cosine": 0.9}).run(src, ctx)
     assert ctx.resolved["fused"]["Attention"] == LAYERS
     assert ctx.resolved["recipe"].startswith("attention fusion")
+    assert ctx.resolved["rewrites"]["attention_fusion"] == {"applied": True, "fused": ctx.resolved["fused"]}
+    assert ctx.resolved["rewrites"]["sdpa_attention"]["applied"] is False  # the eager spelling: onnxruntime's own
     assert _ops(out.path).count("QAttention") == LAYERS
     # The fusion's SkipLayerNormalizations (two per layer) run as Sum + LayerNormalization, also
     # after a default session has optimized the graph (engine/quantization/residual_sum.py).
@@ -140,6 +145,7 @@ def test_the_default_quantizes_the_fused_attention(tmp_path: Path) -> None:
     unfused_ctx.work_dir.mkdir()
     unfused = build_step({"op": "quantize", "target_cosine": 0.9, "fuse_attention": False}).run(src, unfused_ctx)
     assert "fused" not in unfused_ctx.resolved and "QAttention" not in _ops(unfused.path)
+    assert unfused_ctx.resolved["rewrites"] == {"attention_fusion": {"applied": False, "reason": "fuse_attention is false"}}
 
 
 def test_generated_token_ids_stay_inside_the_vocabulary(tmp_path: Path) -> None:
