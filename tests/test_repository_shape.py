@@ -5,6 +5,7 @@ service or the engine grows past what a reader takes in at once."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -15,12 +16,14 @@ OUTSIDE_NOTES = tuple(name + ".md" for name in ("DESIGN", "STYLE", "LIBRARY-NOTE
 
 
 def _tracked_text_files() -> list[Path]:
-    skip = {".git", ".venv", ".cache", "var", "node_modules", "__pycache__"}
+    """The repository's own files, committed or not, never what git ignores (virtual
+    environments, caches, build outputs)."""
     suffixes = {".py", ".md", ".toml", ".yml", ".yaml", ".ini", ".cfg", ".txt", ".sh", ".mako"}
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
+                            check=True, capture_output=True, text=True).stdout
     found = []
-    for path in ROOT.rglob("*"):
-        if any(part in skip or part.endswith(".egg-info") for part in path.relative_to(ROOT).parts):
-            continue
+    for name in filter(None, listed.split("\0")):
+        path = ROOT / name
         if path.is_file() and (path.suffix in suffixes or path.name in {"Makefile", "Dockerfile", "run"}):
             found.append(path)
     return found
