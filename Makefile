@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install prefect-env run migrate test lint chromium wrk bench clean
+.PHONY: install prefect-env run migrate test lint chromium firefox wrk bench clean
 
 $(STAMP): pyproject.toml requirements-nodeps.txt clients/python/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,6 +39,15 @@ prefect-env: $(PREFECT_VENV)/.installed-stamp
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# Debian's Firefox ESR and the locked puppeteer-core that drives it over WebDriver BiDi, for the
+# console's Firefox test (tests/console/test_console_firefox.py).
+FIREFOX_TEST := tests/console/firefox
+firefox: $(FIREFOX_TEST)/node_modules/.package-lock.json
+	@command -v firefox-esr >/dev/null 2>&1 || command -v firefox >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq firefox-esr >/dev/null; }
+
+$(FIREFOX_TEST)/node_modules/.package-lock.json: $(FIREFOX_TEST)/package-lock.json
+	npm ci --prefix $(FIREFOX_TEST) --no-audit --no-fund --silent
+
 # wrk drives the status-poll load in `make bench` (a C load generator leaves the CPU to the service).
 wrk:
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
@@ -57,7 +66,7 @@ run: migrate
 	$(VENV)/bin/shrink worker --queues cpu,gpu --loglevel WARNING & \
 	$(VENV)/bin/shrink api --host $(HOST) --port $(PORT)
 
-test: install chromium prefect-env
+test: install chromium firefox prefect-env
 	$(PY) -m pytest
 
 lint: install
