@@ -15,7 +15,7 @@ OUTSIDE_NOTES = tuple(name + ".md" for name in ("DESIGN", "STYLE", "LIBRARY-NOTE
 
 
 def _tracked_text_files() -> list[Path]:
-    skip = {".git", ".venv", ".cache", "var", "node_modules", "__pycache__"}
+    skip = {".git", ".venv", ".venv-peers", ".cache", "var", "node_modules", "__pycache__"}
     suffixes = {".py", ".md", ".toml", ".yml", ".yaml", ".ini", ".cfg", ".txt", ".sh", ".mako"}
     found = []
     for path in ROOT.rglob("*"):
