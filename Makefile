@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install prefect-env run migrate test lint chromium firefox wrk bench clean
+.PHONY: install prefect-env run migrate test lint chromium firefox wrk bench bench-peers clean
 
 $(STAMP): pyproject.toml requirements-nodeps.txt clients/python/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -74,6 +74,24 @@ lint: install
 
 bench: install wrk
 	$(PY) -m bench.service
+
+# Shrink's default int8 against onnxruntime's, Optimum's, Intel Neural Compressor's and NNCF's on
+# MiniLM-L6 (docs/benchmarks.md, "Quantization peers"). The peers quantize in their own venv
+# (.venv-peers, bench/peers-requirements.txt); every model is timed in the service's.
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed-stamp
+BENCH_PEERS_ARGS ?=
+
+$(PEERS_STAMP): bench/peers-requirements.txt
+	test -x $(PEERS_VENV)/bin/python || python3 -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/pip install -q torch==2.13.0
+	$(PEERS_VENV)/bin/pip install -q -r bench/peers-requirements.txt
+	$(PEERS_VENV)/bin/pip check
+	touch $(PEERS_STAMP)
+
+bench-peers: install $(PEERS_STAMP)
+	$(PY) -m bench.quantize_peers $(BENCH_PEERS_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .cache
