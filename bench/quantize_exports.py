@@ -24,11 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from bench import materials
-from bench.quantize_minilm import timing_batches
-from engine.bench.latency import measure_interleaved
+from bench.quantize_minilm import median_latencies
 from engine.bench.runners import OnnxRunner
 from engine.context import PassContext
 from engine.model import ModelFile
@@ -81,14 +78,7 @@ def main() -> int:
     runners = [OnnxRunner(m, threads=args.threads) for m in [*fp32, *int8]]
     embeddings = [materials.sentence_embeddings(r.session, feeds) for r in runners]
     n = len(exports)
-    latency: dict[int, list[float]] = {}
-    for batch in (1, 8):
-        batches = timing_batches(feeds, batch)
-        timing = measure_interleaved(
-            runners, batches, warmup_runs=3, min_runs=15, max_runs=400,
-            time_budget_seconds=args.budget, target_ci_half_width=0.02,
-        )  # fmt: skip
-        latency[batch] = [float(np.median(s)) for s in timing.samples]
+    latency = median_latencies(runners, feeds, args.budget)
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
     print(f"\nMiniLM-L6, the default {{op: quantize}} on each export, {args.sentences} real sentences, seq 64; {cpu}, {os.cpu_count()} cores, threads={args.threads or 'default'}")

@@ -68,6 +68,20 @@ def timing_batches(feeds: dict[str, np.ndarray], batch: int) -> list[dict[str, n
     return [{k: v[s : s + batch] for k, v in feeds.items()} for s in range(0, count * batch, batch)]
 
 
+def median_latencies(runners: list[OnnxRunner], feeds: dict[str, np.ndarray], budget: float) -> dict[int, list[float]]:
+    """Each runner's median latency at batch 1 and 8, ms, all timed together in interleaved
+    rounds (the job benchmark's ``measure_interleaved``) on the same batches."""
+    latency: dict[int, list[float]] = {}
+    for batch in (1, 8):
+        timing = measure_interleaved(
+            runners, timing_batches(feeds, batch), warmup_runs=3, min_runs=15, max_runs=400,
+            time_budget_seconds=budget, target_ci_half_width=0.02,
+        )  # fmt: skip
+        latency[batch] = [float(np.median(s)) for s in timing.samples]
+        print(f"batch {batch}: {len(timing.samples[0])} rounds", file=sys.stderr, flush=True)
+    return latency
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sentences", type=int, default=400)
@@ -112,14 +126,7 @@ def main() -> int:
     reference = materials.sentence_embeddings(runners[0].session, feeds)
     cos = {name: materials.cosines(reference, materials.sentence_embeddings(r.session, feeds)) for name, r in zip(models, runners, strict=True)}
 
-    latency: dict[int, list[float]] = {}
-    for batch in (1, 8):
-        batches = timing_batches(feeds, batch)
-        timing = measure_interleaved(
-            runners, batches, warmup_runs=3, min_runs=15, max_runs=400,
-            time_budget_seconds=args.budget, target_ci_half_width=0.02,
-        )
-        latency[batch] = [float(np.median(s)) for s in timing.samples]
+    latency = median_latencies(runners, feeds, args.budget)
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
     print(f"\nMiniLM-L6 ONNX, {args.sentences} real sentences, seq 64; {cpu}, {os.cpu_count()} cores, threads={args.threads or 'default'}")

@@ -152,8 +152,8 @@ def calibration_feeds(evaluated: list[str], rows: int, seq_len: int) -> dict[str
 
 def main() -> int:
     from bench import materials
+    from bench.quantize_minilm import median_latencies
     from engine import hardware
-    from engine.bench.latency import measure_interleaved
     from engine.bench.runners import OnnxRunner
     from engine.context import PassContext
     from engine.model import ModelFile
@@ -211,15 +211,7 @@ def main() -> int:
         cos[name] = materials.cosines(reference, embeddings)
 
     names = list(runners)
-    latency: dict[int, list[float]] = {}
-    for batch in (1, 8):
-        batches = [{k: v[s : s + batch] for k, v in feeds.items()} for s in range(0, 8 * batch, batch)]
-        timing = measure_interleaved(
-            list(runners.values()), batches, warmup_runs=3, min_runs=15, max_runs=400,
-            time_budget_seconds=args.budget, target_ci_half_width=0.02,
-        )  # fmt: skip
-        latency[batch] = [float(np.median(s)) for s in timing.samples]
-        print(f"batch {batch}: {len(timing.samples[0])} rounds", file=sys.stderr, flush=True)
+    latency = median_latencies(list(runners.values()), feeds, args.budget)
 
     rows = []
     for name in [n for n in [*PEERS, DEFAULT] if n in models or n in failed]:

@@ -15,6 +15,7 @@ from engine.formats import modeling_shrink, onnx_model, torch_bridge
 from engine.model import ModelFile
 from engine.quantization import attention_fusion
 from engine.registry import build_step
+from tests.engine.bert_support import ops, outputs, padded_feeds
 
 HIDDEN, HEADS, LAYERS, SEQ = 64, 4, 2, 12
 
@@ -40,24 +41,6 @@ def _tiny_bert(folder: Path, heads: list[int] | None = None, attn: str = "eager"
     return torch_bridge.export_hf_onnx(model, folder, folder / "model.onnx", seq_len=SEQ, attention=attn)
 
 
-def _feeds(rows: int = 6) -> list[dict[str, np.ndarray]]:
-    """Right-padded, left-padded and holed masks: the fused kernel must honour all of them."""
-    rng = np.random.default_rng(0)
-    ids = rng.integers(1, 200, size=(rows, SEQ)).astype(np.int64)
-    right = (np.arange(SEQ)[None, :] < rng.integers(3, SEQ + 1, size=(rows, 1))).astype(np.int64)
-    holed = (rng.random((rows, SEQ)) > 0.3).astype(np.int64)
-    holed[:, 0] = 1
-    types = np.zeros_like(ids)
-    return [
-        {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        for mask in (right, np.ascontiguousarray(right[:, ::-1]), holed)
-    ]
-
-
-def _ops(path: Path) -> list[str]:
-    return [n.op_type for n in onnx_model.load_proto(path, with_data=False).graph.node]
-
-
 def _session_ops(path: Path, dest: Path) -> list[str]:
     """The op types of the graph a default onnxruntime session runs."""
     import onnxruntime as ort
@@ -65,34 +48,29 @@ def _session_ops(path: Path, dest: Path) -> list[str]:
     opts = ort.SessionOptions()
     opts.optimized_model_filepath = str(dest)
     ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return _ops(dest)
-
-
-def _outputs(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
-    session = onnx_model.session(path)
-    return [session.run(None, f)[0] for f in feeds]
+    return ops(dest)
 
 
 def test_eager_export_fuses_into_attention_and_computes_the_same_for_any_mask(tmp_path: Path) -> None:
     src = _tiny_bert(tmp_path / "bert")
-    feeds = _feeds()
+    feeds = padded_feeds(SEQ)
     fusion = attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", feeds)
     assert fusion is not None and fusion.fused["Attention"] == LAYERS
-    assert _ops(fusion.path).count("Attention") == LAYERS and "Softmax" not in _ops(fusion.path)
-    for ref, got in zip(_outputs(src, feeds), _outputs(fusion.path, feeds), strict=True):
+    assert ops(fusion.path).count("Attention") == LAYERS and "Softmax" not in ops(fusion.path)
+    for ref, got in zip(outputs(src, feeds), outputs(fusion.path, feeds), strict=True):
         # Every position, padding included, for right, left and holed masks.
         np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
 def test_head_pruned_layers_fuse_with_their_own_head_counts(tmp_path: Path) -> None:
     src = _tiny_bert(tmp_path / "bert", heads=[3, 1])
-    feeds = _feeds()
+    feeds = padded_feeds(SEQ)
     fusion = attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", feeds)
     assert fusion is not None
     attention = [n for n in onnx_model.load_proto(fusion.path, with_data=False).graph.node if n.op_type == "Attention"]
     counts = [next(a.i for a in n.attribute if a.name == "num_heads") for n in attention]
     assert sorted(counts) == [1, 3]
-    for ref, got in zip(_outputs(src, feeds), _outputs(fusion.path, feeds), strict=True):
+    for ref, got in zip(outputs(src, feeds), outputs(fusion.path, feeds), strict=True):
         np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
@@ -103,18 +81,18 @@ def test_a_fusion_that_changes_the_outputs_is_refused(tmp_path: Path, monkeypatc
 
     src = _tiny_bert(tmp_path / "bert")
     monkeypatch.setattr(AttentionMaskFormat, "AttentionMask", AttentionMaskFormat.MaskIndexEnd)
-    assert attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", _feeds()) is None
+    assert attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", padded_feeds(SEQ)) is None
     assert not (tmp_path / "fused.onnx").exists()
     # On right padding alone, that fusion is exact, so the check really compares outputs.
-    assert attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", _feeds()[:1]) is not None
+    assert attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", padded_feeds(SEQ)[:1]) is not None
 
 
 def test_an_sdpa_export_fuses_too(tmp_path: Path) -> None:
     """transformers' default attention exports a spelling onnxruntime's optimizer does not match;
     engine/quantization/sdpa_rewrite.py matches it (every export kind: tests/engine/test_sdpa_fusion.py)."""
     src = _tiny_bert(tmp_path / "bert", attn="sdpa")
-    assert "IsNaN" in _ops(src)  # SDPA's export, not the eager pattern
-    fusion = attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", _feeds())
+    assert "IsNaN" in ops(src)  # SDPA's export, not the eager pattern
+    fusion = attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", padded_feeds(SEQ))
     assert fusion is not None and fusion.fused["Attention"] == LAYERS
 
 
@@ -135,16 +113,16 @@ def test_the_default_quantizes_the_fused_attention(tmp_path: Path) -> None:
     assert ctx.resolved["recipe"].startswith("attention fusion")
     assert ctx.resolved["rewrites"]["attention_fusion"] == {"applied": True, "fused": ctx.resolved["fused"]}
     assert ctx.resolved["rewrites"]["sdpa_attention"]["applied"] is False  # the eager spelling: onnxruntime's own
-    assert _ops(out.path).count("QAttention") == LAYERS
+    assert ops(out.path).count("QAttention") == LAYERS
     # The fusion's SkipLayerNormalizations (two per layer) run as Sum + LayerNormalization, also
     # after a default session has optimized the graph (engine/quantization/residual_sum.py).
     assert ctx.resolved["residual_sums"] == 2 * LAYERS
-    assert "SkipLayerNormalization" not in _ops(out.path) and _ops(out.path).count("LayerNormalization") == 2 * LAYERS
+    assert "SkipLayerNormalization" not in ops(out.path) and ops(out.path).count("LayerNormalization") == 2 * LAYERS
     assert "SkipLayerNormalization" not in _session_ops(out.path, tmp_path / "optimized.onnx")
     unfused_ctx = PassContext(work_dir=tmp_path / "work2", original=src)
     unfused_ctx.work_dir.mkdir()
     unfused = build_step({"op": "quantize", "target_cosine": 0.9, "fuse_attention": False}).run(src, unfused_ctx)
-    assert "fused" not in unfused_ctx.resolved and "QAttention" not in _ops(unfused.path)
+    assert "fused" not in unfused_ctx.resolved and "QAttention" not in ops(unfused.path)
     assert unfused_ctx.resolved["rewrites"] == {"attention_fusion": {"applied": False, "reason": "fuse_attention is false"}}
 
 
@@ -152,7 +130,7 @@ def test_generated_token_ids_stay_inside_the_vocabulary(tmp_path: Path) -> None:
     """A job without a dataset feeds generated ids; a 200-token vocabulary must not get id 4402
     (onnxruntime refuses an out-of-range Gather), before and after fusion."""
     src = _tiny_bert(tmp_path / "bert")
-    fusion = attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", _feeds())
+    fusion = attention_fusion.fuse_attention(src, tmp_path / "fused.onnx", padded_feeds(SEQ))
     assert fusion is not None
     for path in (src, fusion.path):
         inputs, _ = onnx_model.signature(onnx_model.load_proto(path, with_data=False))

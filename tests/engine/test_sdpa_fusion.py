@@ -17,6 +17,7 @@ from engine.formats import onnx_model, torch_bridge
 from engine.model import ModelFile
 from engine.quantization import attention_fusion, sdpa_rewrite
 from engine.registry import build_step
+from tests.engine.bert_support import ops, outputs, padded_feeds
 
 HIDDEN, HEADS, LAYERS, SEQ = 32, 4, 2, 12
 KINDS = ("eager", "sdpa", "sdpa-dynamo", "sdpa-computed-scale")
@@ -68,50 +69,27 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {kind: _export(model, config, folder, kind) for kind in KINDS}
 
 
-def _feeds(rows: int = 6) -> list[dict[str, np.ndarray]]:
-    """Right-padded, left-padded and holed masks."""
-    rng = np.random.default_rng(0)
-    ids = rng.integers(1, 200, size=(rows, SEQ)).astype(np.int64)
-    right = (np.arange(SEQ)[None, :] < rng.integers(3, SEQ + 1, size=(rows, 1))).astype(np.int64)
-    holed = (rng.random((rows, SEQ)) > 0.3).astype(np.int64)
-    holed[:, 0] = 1
-    types = np.zeros_like(ids)
-    return [
-        {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        for mask in (right, np.ascontiguousarray(right[:, ::-1]), holed)
-    ]
-
-
-def _ops(path: Path) -> list[str]:
-    return [n.op_type for n in onnx_model.load_proto(path, with_data=False).graph.node]
-
-
-def _outputs(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
-    session = onnx_model.session(path)
-    return [session.run(None, f)[0] for f in feeds]
-
-
 def test_the_exports_spell_attention_differently(exports: dict[str, Path]) -> None:
     """What the rewrite has to match: SDPA's NaN guard and split scale, dynamo's K transpose
     through reshapes, a scale computed from the shape; eager divides the scores."""
-    ops = {kind: _ops(path) for kind, path in exports.items()}
-    assert "IsNaN" not in ops["eager"] and "Div" in ops["eager"]
-    assert ops["sdpa"].count("IsNaN") == LAYERS and "Sqrt" not in ops["sdpa"]
-    assert ops["sdpa-dynamo"].count("IsNaN") == LAYERS
-    assert ops["sdpa-computed-scale"].count("Sqrt") >= 2 * LAYERS
+    spelled = {kind: ops(path) for kind, path in exports.items()}
+    assert "IsNaN" not in spelled["eager"] and "Div" in spelled["eager"]
+    assert spelled["sdpa"].count("IsNaN") == LAYERS and "Sqrt" not in spelled["sdpa"]
+    assert spelled["sdpa-dynamo"].count("IsNaN") == LAYERS
+    assert spelled["sdpa-computed-scale"].count("Sqrt") >= 2 * LAYERS
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_export_fuses_one_attention_per_layer_and_computes_the_same_for_any_mask(
     exports: dict[str, Path], kind: str, tmp_path: Path
 ) -> None:
-    src, feeds = exports[kind], _feeds()
+    src, feeds = exports[kind], padded_feeds(SEQ)
     attempt = attention_fusion.attempt_fusion(src, tmp_path / "fused.onnx", feeds)
     assert attempt.fusion is not None, attempt.rewrites
     assert attempt.fusion.fused["Attention"] == LAYERS
-    ops = _ops(attempt.fusion.path)
-    assert ops.count("Attention") == LAYERS and "Softmax" not in ops
-    for ref, got in zip(_outputs(src, feeds), _outputs(attempt.fusion.path, feeds), strict=True):
+    fused_ops = ops(attempt.fusion.path)
+    assert fused_ops.count("Attention") == LAYERS and "Softmax" not in fused_ops
+    for ref, got in zip(outputs(src, feeds), outputs(attempt.fusion.path, feeds), strict=True):
         # Every position, padding included, for right, left and holed masks.
         np.testing.assert_allclose(got, ref, atol=1e-4 * float(np.abs(ref).max()))
     sdpa = attempt.rewrites["sdpa_attention"]
@@ -135,7 +113,7 @@ def test_a_wrong_rewrite_is_refused_by_the_output_check(
         return found
 
     monkeypatch.setattr(sdpa_rewrite, "_match", doubled)
-    attempt = attention_fusion.attempt_fusion(exports["sdpa"], tmp_path / "fused.onnx", _feeds())
+    attempt = attention_fusion.attempt_fusion(exports["sdpa"], tmp_path / "fused.onnx", padded_feeds(SEQ))
     assert attempt.fusion is None and not (tmp_path / "fused.onnx").exists()
     assert attempt.rewrites["sdpa_attention"]["applied"] is True
     assert attempt.rewrites["attention_fusion"] == {
@@ -163,7 +141,7 @@ def test_the_default_quantizes_the_sdpa_exports_attention_and_says_what_it_rewro
     out = build_step({"op": "quantize", "target_cosine": 0.9}).run(src, ctx)
     assert ctx.resolved["fused"]["Attention"] == LAYERS
     assert ctx.resolved["recipe"].startswith("attention fusion")
-    assert _ops(out.path).count("QAttention") == LAYERS
+    assert ops(out.path).count("QAttention") == LAYERS
     rewrites = ctx.resolved["rewrites"]
     assert rewrites["sdpa_attention"] == {"applied": True, "attention_blocks": LAYERS}
     assert rewrites["attention_fusion"] == {"applied": True, "fused": ctx.resolved["fused"]}
@@ -172,7 +150,7 @@ def test_the_default_quantizes_the_sdpa_exports_attention_and_says_what_it_rewro
 def test_an_export_with_static_shapes_fuses(exports: dict[str, Path], tmp_path: Path) -> None:
     """The mask is checked at the sizes the graph's inputs fix (a static export accepts no other)."""
     proto = onnx_model.load_proto(exports["sdpa"])
-    feeds = _feeds()
+    feeds = padded_feeds(SEQ)
     for spec in proto.graph.input:
         for dim, size in zip(spec.type.tensor_type.shape.dim, feeds[0][spec.name].shape, strict=True):
             dim.Clear()
@@ -190,6 +168,6 @@ def test_a_rewrite_that_fails_leaves_the_graph_to_onnxruntimes_optimizer(
         raise ValueError("unforeseen graph")
 
     monkeypatch.setattr(sdpa_rewrite, "rewrite", broken)
-    attempt = attention_fusion.attempt_fusion(exports["eager"], tmp_path / "fused.onnx", _feeds())
+    attempt = attention_fusion.attempt_fusion(exports["eager"], tmp_path / "fused.onnx", padded_feeds(SEQ))
     assert attempt.rewrites["sdpa_attention"] == {"applied": False, "reason": "the rewrite failed: ValueError: unforeseen graph"}
     assert attempt.fusion is not None and attempt.fusion.fused["Attention"] == LAYERS
