@@ -26,9 +26,9 @@ class Settings(BaseSettings):
 
     database_url: str = ""  # default: sqlite under data_dir
     broker_url: str = ""  # default: sqla+sqlite under data_dir
-    # How often a worker on a SQL broker (the embedded default) looks for a message: the submit ->
-    # running delay is about half of it (core/sql_broker.py).
-    broker_poll_seconds: float = Field(0.02, gt=0, le=5)
+    # The longest a worker on a SQL broker waits before it reads its table again. On a SQLite
+    # broker (the embedded default) a publish wakes the workers at once (core/sql_broker.py).
+    broker_poll_seconds: float = Field(1.0, gt=0, le=5)
 
     storage_backend: Literal["local", "s3"] = "local"
     storage_path: Path | None = None  # default: data_dir/artifacts
