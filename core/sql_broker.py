@@ -110,7 +110,7 @@ class Transport(kombu_sqlalchemy.Transport):
                 return
             except Empty:
                 if timeout is not None and time.monotonic() - started >= timeout:
-                    raise socket.timeout() from None
+                    raise TimeoutError from None
                 self._sleep(interval)
 
     def _sleep(self, seconds: float) -> None:
