@@ -177,7 +177,7 @@ def _check_rows(arrays: dict[str, np.ndarray]) -> None:
         raise DatasetInvalid("arrays need a first (row) dimension")
 
 
-def _check_npz_headers(path: Path) -> None:
+def _check_npz_headers(path: Path) -> list[npz.Header]:
     """Shapes and dtypes from each member's .npy header, before any array is read: refuses
     object arrays (pickles) and arrays too large for memory without decompressing them."""
     total = 0
@@ -202,12 +202,13 @@ def _check_npz_headers(path: Path) -> None:
             raise DatasetInvalid(
                 f"the .npz arrays hold more than {MAX_DATASET_BYTES} bytes", detail={"bytes_at_least": total}
             )
+    return headers
 
 
 def _load_npz(path: Path) -> Dataset:
-    _check_npz_headers(path)
+    headers = _check_npz_headers(path)
     try:
-        arrays = npz.load_arrays(path)
+        arrays = npz.load_arrays(path, headers)
     except ValueError as exc:  # object arrays need pickle: refused
         raise DatasetInvalid(
             f"the .npz cannot be read without pickle ({path_free(exc, 'the uploaded .npz')}); store numeric arrays only"

@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # the zip format's local file header, 30 bytes
+# A member's zip entry, shape, dtype, Fortran order and the length of its .npy header.
+Header = tuple[zipfile.ZipInfo, tuple[int, ...], np.dtype, bool, int]
 
 
-def read_headers(path: Path) -> list[tuple[zipfile.ZipInfo, tuple[int, ...], np.dtype, bool, int]]:
+def read_headers(path: Path) -> list[Header]:
     """Each member's zip entry, shape, dtype, Fortran order and the length of its .npy header,
     read from the headers alone. ValueError for a member that is not a valid .npy array."""
     found = []
@@ -38,13 +40,14 @@ def read_headers(path: Path) -> list[tuple[zipfile.ZipInfo, tuple[int, ...], np.
     return found
 
 
-def load_arrays(path: Path) -> dict[str, np.ndarray]:
+def load_arrays(path: Path, headers: list[Header]) -> dict[str, np.ndarray]:
     """The members as arrays, keyed by name without ``.npy``: memory-mapped when stored, read by
-    numpy (``allow_pickle=False``) otherwise. Headers must have been checked by the caller."""
+    numpy (``allow_pickle=False``) otherwise. ``headers``: ``read_headers(path)``, checked by the
+    caller."""
     arrays: dict[str, np.ndarray | None] = {}
     compressed: list[str] = []
     with open(path, "rb") as raw:
-        for info, shape, dtype, fortran, npy_header in read_headers(path):
+        for info, shape, dtype, fortran, npy_header in headers:
             name = info.filename.removesuffix(".npy")
             arrays[name] = None  # in the file's order, as np.load gives them
             if info.compress_type != zipfile.ZIP_STORED or dtype.hasobject or 0 in shape or not shape:
