@@ -68,7 +68,7 @@ def mixed_precision(
     result = quantize([])
     names = onnx_quant.weight_matmuls(graph if graph is not None else onnx_model.load_proto(src, with_data=False))
     layers = [name for name in names if name not in fixed]
-    if _meets(result, target, target_min) or not layers:
+    if _meets(result, target, target_min) or not layers or max_float_fraction <= 0:
         return MixedResult(dest, [], result, [], _meets(result, target, target_min))
 
     ctx.progress(0.1, f"measuring the sensitivity of {len(layers)} layers")
