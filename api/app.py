@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi.middleware.cors import CORSMiddleware
@@ -12,6 +15,7 @@ from api.console import headers as console_headers
 from api.console import router as console
 from api.metrics import RequestMetrics
 from api.routers import artifacts, benchmarks, catalog, jobs, quota, system, webhooks
+from core.db import dispose_async_engines
 from core.jobs.schemas import MAX_SPEC_BODY_BYTES
 from core.logging import configure_logging
 from core.settings import get_settings
@@ -62,6 +66,17 @@ def clean_temporary_files() -> list[Path]:
     return remove_stale_temporary_files(settings.resolved_work_dir, settings.longest_request_seconds)
 
 
+@asynccontextmanager
+async def lifespan(_app: object) -> AsyncIterator[None]:
+    # What start-up made (about 125,000 objects: the framework, SQLAlchemy, pydantic) is frozen
+    # out of the garbage collector's reach: a full collection over it took 64 ms, a pause that
+    # every request in flight waited out (the status polls' p99).
+    gc.collect()
+    gc.freeze()
+    yield
+    await dispose_async_engines()
+
+
 def create_app() -> openapi.ShrinkAPI:
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
@@ -69,7 +84,7 @@ def create_app() -> openapi.ShrinkAPI:
     # FastAPI's own docs pages load from a CDN and its /openapi.json is built on the event loop:
     # api/openapi.py serves all three instead.
     app = openapi.ShrinkAPI(title="Shrink", version="1.0.0", description=DESCRIPTION,
-                            openapi_url=None, docs_url=None, redoc_url=None)
+                            openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
     errors.install(app)
     # Innermost, so that its 413 is counted and carries CORS headers like any answer.
     app.add_middleware(BodyLimit, max_bytes=MAX_SPEC_BODY_BYTES,

@@ -7,16 +7,16 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.console import session as console_session
-from core.db import new_session
+from core.db import new_session, run_autocommit
 from core.errors import BadRequest, Unauthorized
-from core.models import Tenant
 from core.settings import get_settings
-from core.tenants import quotas
-from core.tenants import service as tenants
+from core.tenants import auth, quotas
+from core.tenants.auth import Principal
 
 
 def _session() -> Iterator[Session]:
@@ -46,44 +46,37 @@ console_cookie = APIKeyCookie(
 )
 
 
-def _tenant(
+async def _principal(
     request: Request,
-    session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     _cookie: Annotated[str | None, Depends(console_cookie)],
-) -> Tenant:
+) -> Principal:
+    """The request's tenant, on the event loop: one statement for key, tenant and rate (and a
+    write of ``last_used_at`` once a minute), then the request rate where the tenant has one."""
     if credentials is None and not request.headers.get("Authorization") and request.cookies.get(console_session.COOKIE):
         # A browser signed in to the console: the cookie, and X-CSRF-Token on a change.
-        tenant = console_session.tenant_of(request, session)
-        _commit_last_used(session)
-        return tenant
-    if credentials is None:
-        # HTTPBearer answers None for a missing header and for another scheme alike.
-        if not request.headers.get("Authorization"):
-            raise Unauthorized("send an API key: Authorization: Bearer shk_... (or sign in to the console at /)", code="missing_api_key")
-        raise Unauthorized("the Authorization header must be 'Bearer <api key>'", code="invalid_api_key")
-    token = credentials.credentials.strip()
-    if not token:
-        raise Unauthorized("the Authorization header must be 'Bearer <api key>'", code="invalid_api_key")
-    tenant = tenants.authenticate(session, token)
-    _commit_last_used(session)
-    return tenant
+        principal = await console_session.principal_of(request)
+    else:
+        if credentials is None:
+            # HTTPBearer answers None for a missing header and for another scheme alike.
+            if not request.headers.get("Authorization"):
+                raise Unauthorized("send an API key: Authorization: Bearer shk_... (or sign in to the console at /)", code="missing_api_key")
+            raise Unauthorized("the Authorization header must be 'Bearer <api key>'", code="invalid_api_key")
+        token = credentials.credentials.strip()
+        if not token:
+            raise Unauthorized("the Authorization header must be 'Bearer <api key>'", code="invalid_api_key")
+        principal = await run_autocommit(lambda connection: auth.authenticate(connection, token))
+    await count_request(principal)
+    return principal
 
 
-def _commit_last_used(session: Session) -> None:
-    """Commit a changed ``last_used_at`` at once (an error later in the request must not lose it);
-    otherwise keep the transaction, so the route's reads use the same connection."""
-    if session.dirty:
-        session.commit()
+async def count_request(principal: Principal) -> None:
+    """Every authenticated request counts against its tenant's request rate (429 past it)."""
+    if principal.requests_per_second is not None:
+        await run_in_threadpool(quotas.check_request_rate, principal.id, principal.requests_per_second)
 
 
-def _rate_limited_tenant(session: SessionDep, tenant: Annotated[Tenant, Depends(_tenant)]) -> Tenant:
-    """Every authenticated route counts against its tenant's request rate (429 past it)."""
-    quotas.check_request_rate(session, tenant.id)
-    return tenant
-
-
-CurrentTenant = Annotated[Tenant, Depends(_rate_limited_tenant)]
+CurrentTenant = Annotated[Principal, Depends(_principal)]
 
 
 def _limit(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> int:

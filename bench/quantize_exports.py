@@ -22,10 +22,12 @@ import os
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import materials
 from bench.quantize_minilm import median_latencies
+from engine import hardware
 from engine.bench.runners import OnnxRunner
 from engine.context import PassContext
 from engine.model import ModelFile
@@ -80,8 +82,9 @@ def main() -> int:
     n = len(exports)
     latency = median_latencies(runners, feeds, args.budget)
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
-    print(f"\nMiniLM-L6, the default {{op: quantize}} on each export, {args.sentences} real sentences, seq 64; {cpu}, {os.cpu_count()} cores, threads={args.threads or 'default'}")
+    cpu = hardware.cpu_info()
+    print(f"\nMiniLM-L6, the default {{op: quantize}} on each export, {args.sentences} real sentences, seq 64; {cpu['cpu']}, "
+          f"{os.cpu_count()} cores, flags {' '.join(cpu['cpu_flags'])}, threads={args.threads or 'default'}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print("| export | fp32 b1 ms | int8 b1 ms | b1 speedup | fp32 b8 ms | int8 b8 ms | b8 speedup | cos mean | cos min | rewrites |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for i, name in enumerate(exports):

@@ -14,16 +14,14 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from starlette.types import Scope
 
 from api.console import session as console_session
-from api.deps import SessionDep, console_cookie
+from api.deps import console_cookie, count_request
 from api.errors import responses
-from core import security
-from core.models import ApiKey
-from core.tenants import quotas
-from core.tenants import service as tenants
+from core.db import run_autocommit
+from core.tenants import auth
+from core.tenants.auth import Principal
 
 ASSETS = Path(__file__).resolve().parent.parent / "static" / "console"
 STATIC_URL = "/static/console"
@@ -61,43 +59,37 @@ class SessionOut(BaseModel):
     csrf_token: str = Field(description="send it as X-CSRF-Token on every POST, PUT, PATCH and DELETE made with the cookie")
 
 
-def _out(claims: console_session.Claims, key: ApiKey, tenant_name: str) -> SessionOut:
-    return SessionOut(tenant_id=key.tenant_id, tenant_name=tenant_name, key_id=key.id,
+def _out(claims: console_session.Claims, principal: Principal) -> SessionOut:
+    return SessionOut(tenant_id=principal.id, tenant_name=principal.name, key_id=principal.key_id,
                       expires_at=datetime.fromtimestamp(claims.expires, UTC), csrf_token=claims.csrf_token)
 
 
 @router.post("/v1/session", response_model=SessionOut,
              summary="Sign a browser in: check an API key and set the console's session cookie",
              responses=responses(400, 401, 413, 422, 429))  # 400: a body that is not JSON; 413: past the body limit
-def sign_in(body: SessionRequest, request: Request, response: Response, session: SessionDep) -> SessionOut:
-    presented = body.api_key.strip()
-    tenant = tenants.authenticate(session, presented)  # 401 invalid_api_key, as for a Bearer request
-    lookup, _ = security.parse_key(presented) or ("", "")  # well-formed: authenticate accepted it
-    key = session.scalars(select(ApiKey).where(ApiKey.lookup == lookup)).one()
-    session.commit()  # last_used_at
-    quotas.check_request_rate(session, tenant.id)
-    claims = console_session.issue(key)
+async def sign_in(body: SessionRequest, request: Request, response: Response) -> SessionOut:
+    # 401 invalid_api_key, as for a Bearer request
+    principal = await run_autocommit(lambda connection: auth.authenticate(connection, body.api_key.strip()))
+    await count_request(principal)
+    claims = console_session.issue(principal.key_id, principal.key_expires_at)
     response.set_cookie(
         console_session.COOKIE, claims.value, max_age=max(0, claims.expires - int(time.time())), path="/",
         secure=request.url.scheme == "https", httponly=True, samesite="strict",
     )
     response.headers["Cache-Control"] = "no-store"
-    return _out(claims, key, tenant.name)
+    return _out(claims, principal)
 
 
 @router.get("/v1/session", response_model=SessionOut,
             summary="Read the browser's console session and its CSRF token (after a reload)",
             responses=responses(401, 429))
-def read_session(
-    request: Request, response: Response, session: SessionDep,
-    _cookie: Annotated[str | None, Depends(console_cookie)],
+async def read_session(
+    request: Request, response: Response, _cookie: Annotated[str | None, Depends(console_cookie)],
 ) -> SessionOut:
-    claims = console_session.claims_of(request)
-    key, tenant = console_session.live_key(session, claims)
-    session.commit()
-    quotas.check_request_rate(session, tenant.id)
+    claims, principal = await console_session.session_of(request)
+    await count_request(principal)
     response.headers["Cache-Control"] = "no-store"
-    return _out(claims, key, tenant.name)
+    return _out(claims, principal)
 
 
 @router.delete("/v1/session", status_code=204, summary="Sign the browser out: clear the console's session cookie")

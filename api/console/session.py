@@ -19,14 +19,15 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from fastapi import Request
-from sqlalchemy.orm import Session
 
+from core.db import run_autocommit
 from core.errors import ShrinkError, Unauthorized
-from core.models import ApiKey, Tenant, utcnow
 from core.settings import get_settings
-from core.tenants.service import is_expired, mark_used
+from core.tenants import auth
+from core.tenants.auth import Principal
 
 COOKIE = "shrink_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -61,15 +62,15 @@ class Claims:
         return csrf_token(self.value)
 
 
-def issue(key: ApiKey, now: float | None = None) -> Claims:
-    """A session for ``key``, ending after ``SHRINK_SESSION_SECONDS`` or when the key expires,
-    whichever comes first."""
+def issue(key_id: str, key_expires_at: datetime | None, now: float | None = None) -> Claims:
+    """A session for the key ``key_id``, ending after ``SHRINK_SESSION_SECONDS`` or when the key
+    expires, whichever comes first."""
     now = time.time() if now is None else now
     expires = int(now + get_settings().session_seconds)
-    if key.expires_at is not None:
-        expires = min(expires, int(key.expires_at.timestamp()))
-    payload = f"{key.id}.{expires}"
-    return Claims(key.id, expires, f"{payload}.{_mac('session', payload)}")
+    if key_expires_at is not None:
+        expires = min(expires, int(key_expires_at.timestamp()))
+    payload = f"{key_id}.{expires}"
+    return Claims(key_id, expires, f"{payload}.{_mac('session', payload)}")
 
 
 def read(value: str, now: float | None = None) -> Claims | None:
@@ -110,24 +111,17 @@ def claims_of(request: Request) -> Claims:
     return claims
 
 
-def live_key(session: Session, claims: Claims) -> tuple[ApiKey, Tenant]:
-    """The session's API key and tenant, read now: refused once the key is revoked or expired."""
-    key = session.get(ApiKey, claims.key_id)
-    now = utcnow()
-    if key is None or key.revoked_at is not None or is_expired(key, now):
-        raise _refused()
-    tenant = session.get(Tenant, key.tenant_id)
-    if tenant is None:
-        raise _refused()
-    mark_used(key, now)
-    return key, tenant
-
-
-def tenant_of(request: Request, session: Session) -> Tenant:
-    """The tenant of a request authenticated by the cookie: a live key, and for a
-    state-changing method the matching ``X-CSRF-Token`` (403 ``csrf_failed``)."""
+async def session_of(request: Request) -> tuple[Claims, Principal]:
+    """The request's session and its key's principal, read now: refused once the key is revoked
+    or expired."""
     claims = claims_of(request)
-    _, tenant = live_key(session, claims)
+    return claims, await run_autocommit(lambda connection: auth.key_principal(connection, claims.key_id, _refused))
+
+
+async def principal_of(request: Request) -> Principal:
+    """The principal of a request authenticated by the cookie: a live key, and for a
+    state-changing method the matching ``X-CSRF-Token`` (403 ``csrf_failed``)."""
+    claims, principal = await session_of(request)
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(sent.encode(), claims.csrf_token.encode()):
@@ -136,4 +130,4 @@ def tenant_of(request: Request, session: Session) -> Tenant:
                 "that POST or GET /v1/session returned; reload the console",
                 detail={"field": CSRF_HEADER},
             )
-    return tenant
+    return principal

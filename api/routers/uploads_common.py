@@ -15,10 +15,10 @@ from api.uploads import spool
 from core import idempotency
 from core.db import new_session
 from core.logging import get_logger
-from core.models import Tenant
 from core.settings import get_settings
 from core.storage import get_storage
 from core.tenants import quotas
+from core.tenants.auth import Principal
 
 log = get_logger(__name__)
 
@@ -55,7 +55,7 @@ def _refuse_past_storage_quota(request: Request, tenant_id: str) -> None:
 
 async def handle_upload(
     request: Request,
-    tenant: Tenant,
+    tenant: Principal,
     *,
     route: str,
     idempotency_key: str | None,

@@ -169,13 +169,12 @@ def _limiter(uri: str) -> MovingWindowRateLimiter:
     return MovingWindowRateLimiter(storage_from_string(uri, wrap_exceptions=True))
 
 
-def check_request_rate(session: Session, tenant_id: str) -> None:
+def check_request_rate(tenant_id: str, rate: int) -> None:
     """Count a request of the tenant; 429 ``rate_limited`` with the seconds to wait when it is
-    past ``requests_per_second`` (a moving window of one second). A storage that cannot be
-    reached lets the request through: the limiter protects the service, it must not stop it."""
-    rate = limits_of(session, tenant_id).requests_per_second
-    if rate is None:
-        return
+    past ``rate`` requests per second (a moving window of one second). A storage that cannot be
+    reached lets the request through: the limiter protects the service, it must not stop it.
+    The rate is the tenant's own or the default (``core.tenants.auth.Principal``); this may wait
+    on Redis, so the API calls it on its thread pool."""
     from limits import RateLimitItemPerSecond
     from limits.errors import StorageError
 

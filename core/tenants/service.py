@@ -9,13 +9,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import security
-from core.errors import BadRequest, Conflict, NotFound, Unauthorized
+from core.errors import BadRequest, Conflict, NotFound
 from core.ids import new_id
 from core.models import ApiKey, Tenant, TenantQuota, utcnow
 from core.settings import get_settings
 from core.tenants import quotas
-
-LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def _tenant_exists(name: str, tenant_id: str) -> Conflict:
@@ -105,35 +103,6 @@ def rotate_api_key(session: Session, key_id: str, *, grace: timedelta) -> tuple[
 
 def is_expired(key: ApiKey, now: datetime) -> bool:
     return key.expires_at is not None and key.expires_at <= now
-
-
-def mark_used(key: ApiKey, now: datetime) -> None:
-    """``last_used_at`` to the minute: writing it on every request made each status poll a
-    committed write (an fsync on PostgreSQL), the largest part of its cost."""
-    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
-        key.last_used_at = now
-
-
-def authenticate(session: Session, presented: str) -> Tenant:
-    """Reads the key's row on every call: a revoked or expired key is refused at once."""
-    parsed = security.parse_key(presented)
-    if parsed is None:
-        raise Unauthorized("malformed API key", code="invalid_api_key")
-    lookup, secret = parsed
-    key = session.scalar(select(ApiKey).where(ApiKey.lookup == lookup))
-    now = utcnow()
-    if (
-        key is None
-        or key.revoked_at is not None
-        or is_expired(key, now)
-        or not security.verify(secret, key.secret_hash, get_settings().secret_key)
-    ):
-        raise Unauthorized("unknown, revoked or expired API key: ask the service's operator for a new one", code="invalid_api_key")
-    tenant = session.get(Tenant, key.tenant_id)
-    if tenant is None:
-        raise Unauthorized("unknown, revoked or expired API key: ask the service's operator for a new one", code="invalid_api_key")
-    mark_used(key, now)
-    return tenant
 
 
 def set_quota(session: Session, tenant_id: str, *, clear: bool = False, **values: int | None) -> quotas.Limits:

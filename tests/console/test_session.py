@@ -128,8 +128,8 @@ def test_a_session_expires_and_never_outlives_its_key(app: Any, alice: tuple[str
 
     with session_scope() as session:
         key = session.get(ApiKey, alice[1])
-        stale = console_session.issue(key, now=time.time() - 8 * 3600 - 1)
-        fresh = console_session.issue(key)
+        stale = console_session.issue(key.id, key.expires_at, now=time.time() - 8 * 3600 - 1)
+        fresh = console_session.issue(key.id, key.expires_at)
     assert stale.expires < time.time() <= fresh.expires
     client = TestClient(app)
     client.cookies.set(COOKIE, stale.value)

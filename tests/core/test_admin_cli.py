@@ -196,15 +196,14 @@ def test_keys_are_refused_once_revoked_or_past_their_grace_on_each_database(db_e
     with session_scope() as session:
         service.revoke_api_key(session, revoked.id)
         _, _, graced_secret = service.rotate_api_key(session, rotated.id, grace=timedelta(hours=1))
+    assert _authenticate(rotated_secret).id == tenant.id  # inside the grace
     with session_scope() as session:
-        assert service.authenticate(session, rotated_secret).id == tenant.id  # inside the grace
         _, _, newest_secret = service.rotate_api_key(session, rotated.id, grace=timedelta(0))
-    with session_scope() as session:
-        for secret in (revoked_secret, rotated_secret):
-            with pytest.raises(Unauthorized):
-                service.authenticate(session, secret)
-        assert service.authenticate(session, graced_secret).id == tenant.id
-        assert service.authenticate(session, newest_secret).id == tenant.id
+    for secret in (revoked_secret, rotated_secret):
+        with pytest.raises(Unauthorized):
+            _authenticate(secret)
+    assert _authenticate(graced_secret).id == tenant.id
+    assert _authenticate(newest_secret).id == tenant.id
 
 
 def test_last_used_is_written_once_a_minute_not_on_every_request(db_env: dict[str, str]) -> None:
@@ -218,15 +217,40 @@ def test_last_used_is_written_once_a_minute_not_on_every_request(db_env: dict[st
     with session_scope() as session:
         tenant = service.create_tenant(session, "polling")
         key, secret = service.create_api_key(session, tenant.id)
+    _authenticate(secret)
     with session_scope() as session:
-        service.authenticate(session, secret)
         first = session.get(ApiKey, key.id).last_used_at
+    statements = _authenticate(secret, count_statements=True)
+    assert statements == ["SELECT"]  # key, tenant and rate in one read; nothing to write within the minute
     with session_scope() as session:
-        service.authenticate(session, secret)
-        assert not session.dirty  # nothing to write within the minute
         row = session.get(ApiKey, key.id)
         assert row.last_used_at == first
         row.last_used_at = first - timedelta(minutes=2)
+    assert _authenticate(secret, count_statements=True) == ["SELECT", "UPDATE"]
     with session_scope() as session:
-        service.authenticate(session, secret)
         assert session.get(ApiKey, key.id).last_used_at > first
+
+
+def _authenticate(secret: str, *, count_statements: bool = False):  # type: ignore[no-untyped-def]
+    """``core.tenants.auth.authenticate`` as a request runs it, on an event loop of its own;
+    with ``count_statements``, the kinds of the SQL statements it sent instead of the principal."""
+    import asyncio
+
+    from sqlalchemy import event
+
+    from core.db import dispose_async_engines, get_async_engine, run_autocommit
+    from core.tenants import auth
+
+    async def run():  # type: ignore[no-untyped-def]
+        sent: list[str] = []
+        engine = get_async_engine().sync_engine
+        listener = lambda *args: sent.append(args[2].split()[0].upper())  # noqa: E731 - (conn, cursor, statement, ...)
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            principal = await run_autocommit(lambda connection: auth.authenticate(connection, secret))
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+            await dispose_async_engines()
+        return [s for s in sent if s not in ("PRAGMA",)] if count_statements else principal
+
+    return asyncio.run(run())
