@@ -106,7 +106,7 @@ def make_async_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(async_url(url), isolation_level="AUTOCOMMIT", poolclass=NullPool, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(async_url(url), isolation_level="AUTOCOMMIT", pool_size=20, max_overflow=10)
+    return create_async_engine(async_url(url), isolation_level="AUTOCOMMIT", pool_size=20, max_overflow=0)
 
 
 # A pooled asyncio connection belongs to the event loop that opened it: one engine per loop and
