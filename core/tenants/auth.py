@@ -17,6 +17,7 @@ from core import security
 from core.errors import ShrinkError, Unauthorized
 from core.models import ApiKey, Tenant, TenantQuota, utcnow
 from core.settings import get_settings
+from core.tenants import quotas
 
 # ``last_used_at`` is kept to the minute: written on every request, it made each status poll a
 # committed write (an fsync on PostgreSQL), the largest part of its cost.
@@ -75,7 +76,6 @@ async def _live(connection: AsyncConnection, row: Any, refused: Callable[[], Shr
         raise refused()
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
         await connection.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
-    own = row.requests_per_second
-    rate = own if own is not None else get_settings().default_requests_per_second
-    return Principal(id=row.tenant_id, name=row.name, key_id=row.id, key_expires_at=row.expires_at, requests_per_second=rate or None)
+    rate = quotas.effective("requests_per_second", row.requests_per_second)
+    return Principal(id=row.tenant_id, name=row.name, key_id=row.id, key_expires_at=row.expires_at, requests_per_second=rate)
 

@@ -54,16 +54,16 @@ class Usage:
         return asdict(self)
 
 
+def effective(name: str, own: int | None) -> int | None:
+    """The limit ``name`` that applies: the tenant's own value, else the service's default;
+    None (0 in either) is no limit."""
+    value = own if own is not None else getattr(get_settings(), f"default_{name}")
+    return value or None
+
+
 def limits_of(session: Session, tenant_id: str) -> Limits:
-    settings = get_settings()
     own = session.get(TenantQuota, tenant_id)
-    values: dict[str, int | None] = {}
-    for name in FIELDS:
-        value = getattr(own, name) if own is not None else None
-        if value is None:
-            value = getattr(settings, f"default_{name}")
-        values[name] = value or None  # 0: no limit
-    return Limits(**values)
+    return Limits(**{name: effective(name, getattr(own, name) if own is not None else None) for name in FIELDS})
 
 
 def _count_jobs(session: Session, tenant_id: str, state: JobState) -> int:
