@@ -18,6 +18,7 @@ from core.errors import ShrinkError, Unauthorized
 from core.models import ApiKey, Tenant, TenantQuota, utcnow
 from core.settings import get_settings
 from core.tenants import quotas
+from core.tenants.service import is_expired
 
 # ``last_used_at`` is kept to the minute: written on every request, it made each status poll a
 # committed write (an fsync on PostgreSQL), the largest part of its cost.
@@ -72,10 +73,9 @@ async def key_principal(connection: AsyncConnection, key_id: str, refused: Calla
 
 async def _live(connection: AsyncConnection, row: Any, refused: Callable[[], ShrinkError]) -> Principal:
     now = utcnow()
-    if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+    if row.revoked_at is not None or is_expired(row, now):
         raise refused()
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
         await connection.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
     rate = quotas.effective("requests_per_second", row.requests_per_second)
     return Principal(id=row.tenant_id, name=row.name, key_id=row.id, key_expires_at=row.expires_at, requests_per_second=rate)
-

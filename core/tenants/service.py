@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -101,7 +102,8 @@ def rotate_api_key(session: Session, key_id: str, *, grace: timedelta) -> tuple[
     return old, new, full
 
 
-def is_expired(key: ApiKey, now: datetime) -> bool:
+def is_expired(key: ApiKey | Any, now: datetime) -> bool:
+    """A key past its rotation grace: the ORM row, or a row of its columns."""
     return key.expires_at is not None and key.expires_at <= now
 
 

@@ -100,6 +100,8 @@ def quantize(model: ModelFile, ctx: PassContext, recipe: Recipe) -> ModelFile:
             reduce_range=reduce_range,
             always_float=split.float_nodes if split else [],
             graph=graph,
+            # The split and the residual sums rewrite the graph, not its function.
+            reference=plain.reference if plain is not None else None,
         )
         prepared.unlink()
         split_note = "outlier split"

@@ -27,6 +27,7 @@ class MixedResult:
     fidelity: dict[str, Any]
     sensitivities: list[sensitivity.LayerSensitivity]
     met_target: bool
+    reference: Any  # the float model's outputs on the feeds, what ``fidelity`` compared with
 
 
 def _meets(result: dict[str, Any], target: float, target_min: float | None) -> bool:
@@ -49,11 +50,14 @@ def mixed_precision(
     op_types: list[str] | None = None,
     always_float: list[str] | None = None,
     graph: Any = None,
+    reference: Any = None,
 ) -> MixedResult:
     """Dynamic int8 of ``src`` into ``dest`` with the fewest float layers that meet the target on
     ``feeds`` (``onnx_quant.evaluation_feeds``). ``graph``: ``src`` already in memory, when the
-    caller holds it (it is read, not changed)."""
-    reference = onnx_quant.run_outputs(src, feeds)
+    caller holds it (it is read, not changed). ``reference``: the float outputs on ``feeds``, when
+    the caller has them from a graph of the same function."""
+    if reference is None:
+        reference = onnx_quant.run_outputs(src, feeds)
 
     fixed = list(always_float or [])
 
@@ -69,7 +73,7 @@ def mixed_precision(
     names = onnx_quant.weight_matmuls(graph if graph is not None else onnx_model.load_proto(src, with_data=False))
     layers = [name for name in names if name not in fixed]
     if _meets(result, target, target_min) or not layers or max_float_fraction <= 0:
-        return MixedResult(dest, [], result, [], _meets(result, target, target_min))
+        return MixedResult(dest, [], result, [], _meets(result, target, target_min), reference)
 
     ctx.progress(0.1, f"measuring the sensitivity of {len(layers)} layers")
     sens = sensitivity.layer_sensitivities(
@@ -95,7 +99,7 @@ def mixed_precision(
             break
         k = min(cap, k + max(1, k // 4))
     kept = [s.name for s in order[:k]]
-    return MixedResult(dest, kept, result, sens, met)
+    return MixedResult(dest, kept, result, sens, met, reference)
 
 
 def sensitivity_section(result: MixedResult, target: float) -> dict[str, Any]:
