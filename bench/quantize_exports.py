@@ -39,7 +39,9 @@ def _rewrites(resolved: dict) -> str:
     parts = []
     for name, what in resolved.get("rewrites", {}).items():
         if what.get("applied"):
-            detail = what.get("attention_blocks") or ", ".join(f"{op} {n}" for op, n in what.get("fused", {}).items() if op == "Attention")
+            detail = what.get("attention_blocks") or what.get("biases") or ", ".join(
+                f"{op} {n}" for op, n in what.get("fused", {}).items() if op == "Attention"
+            )
             parts.append(f"{name} ({detail})")
         else:
             parts.append(f"no {name}: {what.get('reason')}")

@@ -2,7 +2,8 @@
 
 The model is loaded once and goes through attention fusion (``attention_fusion``), onnxruntime's
 pre-processing, the outlier split (``outlier_split``) and the residual-sum rewrite
-(``residual_sum``) as an ``onnx.ModelProto``; it is written to a file only where onnxruntime reads
+(``residual_sum``) as an ``onnx.ModelProto``; the quantizer's output gets the GELU bias inside its
+int8 MatMul (``gelu_bias``, in ``onnx_quant.dynamic_int8``); it is written to a file only where onnxruntime reads
 one (its pre-processing, its quantizer and the sessions that measure fidelity). The evaluation
 inputs are computed once, for the fusion check, the outlier search and the fidelity check.
 A graph with convolutions takes another path (``convolutional``: static int8, timed against float).
@@ -21,6 +22,7 @@ from engine.model import ModelFile
 from engine.quantization import (
     attention_fusion,
     convolutional,
+    gelu_bias,
     onnx_quant,
     outlier_split,
     residual_sum,
@@ -108,10 +110,12 @@ def quantize(model: ModelFile, ctx: PassContext, recipe: Recipe) -> ModelFile:
     if result.sensitivities:
         ctx.add_report_section("sensitivity", sensitivity_section(result, recipe.target_cosine))
     counts = split.counts if split else {}
+    rewrites["gelu_bias"] = gelu_bias.verdict(onnx_model.load_proto(result.path, with_data=False))
     ctx.resolved.update(
         recipe=("attention fusion + " if fused else "")
         + f"preprocess + {split_note} + "
         + ("residual sums + " if sums else "")
+        + ("GELU bias in the int8 MatMul + " if rewrites["gelu_bias"]["applied"] else "")
         + "dynamic int8 per-channel"
         + (", 7-bit weights" if reduce_range else ""),
         cpu=hardware.cpu_info(),

@@ -147,7 +147,19 @@ def dynamic_int8(
         },
     )
     quiet_quantization_logging()
+    _fold_gelu_bias(dest)
     return dest
+
+
+def _fold_gelu_bias(path: Path) -> int:
+    """The int8 MatMuls before a ``BiasGelu`` take its bias (``gelu_bias``), in place."""
+    from engine.quantization import gelu_bias
+
+    proto = onnx_model.load_proto(path)
+    count = gelu_bias.rewrite(proto) if any(n.op_type == "BiasGelu" for n in proto.graph.node) else 0
+    if count:
+        onnx_model.save_proto(proto, path)
+    return count
 
 
 def evaluation_feeds(

@@ -114,6 +114,10 @@ def test_the_default_quantizes_the_fused_attention(tmp_path: Path) -> None:
     assert ctx.resolved["rewrites"]["attention_fusion"] == {"applied": True, "fused": ctx.resolved["fused"]}
     assert ctx.resolved["rewrites"]["sdpa_attention"]["applied"] is False  # the eager spelling: onnxruntime's own
     assert ops(out.path).count("QAttention") == LAYERS
+    # Each feed-forward bias inside its int8 MatMul, not in a BiasGelu (engine/quantization/gelu_bias.py).
+    assert ctx.resolved["rewrites"]["gelu_bias"] == {"applied": True, "biases": LAYERS}
+    assert "BiasGelu" not in ops(out.path) and ops(out.path).count("Gelu") == LAYERS
+    assert "BiasGelu" not in _session_ops(out.path, tmp_path / "optimized.onnx")
     # The fusion's SkipLayerNormalizations (two per layer) run as Sum + LayerNormalization, also
     # after a default session has optimized the graph (engine/quantization/residual_sum.py).
     assert ctx.resolved["residual_sums"] == 2 * LAYERS
@@ -123,7 +127,8 @@ def test_the_default_quantizes_the_fused_attention(tmp_path: Path) -> None:
     unfused_ctx.work_dir.mkdir()
     unfused = build_step({"op": "quantize", "target_cosine": 0.9, "fuse_attention": False}).run(src, unfused_ctx)
     assert "fused" not in unfused_ctx.resolved and "QAttention" not in ops(unfused.path)
-    assert unfused_ctx.resolved["rewrites"] == {"attention_fusion": {"applied": False, "reason": "fuse_attention is false"}}
+    assert unfused_ctx.resolved["rewrites"]["attention_fusion"] == {"applied": False, "reason": "fuse_attention is false"}
+    assert unfused_ctx.resolved["rewrites"]["gelu_bias"]["applied"] is False  # GELU not fused: no BiasGelu
 
 
 def test_generated_token_ids_stay_inside_the_vocabulary(tmp_path: Path) -> None:
