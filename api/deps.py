@@ -1,4 +1,4 @@
-"""The routes' dependencies, each named once: ``SessionDep``, ``CurrentTenant``, ``Limit``,
+"""The routes' dependencies, each named once: ``SessionDep``, ``CurrentTenant``, ``PolledJob``, ``Limit``,
 ``Cursor``, ``IdempotencyKey``, ``LastEventId``."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session
 
 from api.console import session as console_session
 from core.db import new_session, run_autocommit
-from core.errors import BadRequest, Unauthorized
+from core.errors import BadRequest, NotFound, Unauthorized
 from core.settings import get_settings
 from core.tenants import auth, quotas
-from core.tenants.auth import Principal
+from core.tenants.auth import JobRow, Principal
 
 
 def _session() -> Iterator[Session]:
@@ -46,16 +46,13 @@ console_cookie = APIKeyCookie(
 )
 
 
-async def _principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    _cookie: Annotated[str | None, Depends(console_cookie)],
-) -> Principal:
-    """The request's tenant, on the event loop: one statement for key, tenant and rate (and a
-    write of ``last_used_at`` once a minute), then the request rate where the tenant has one."""
+async def _authenticated(request: Request, credentials: HTTPAuthorizationCredentials | None, job_id: str | None = None) -> tuple[Principal, JobRow | None]:
+    """The request's tenant, on the event loop: one statement for key, tenant and rate (and the
+    job a poll names), a write of ``last_used_at`` once a minute, then the request rate where
+    the tenant has one."""
     if credentials is None and not request.headers.get("Authorization") and request.cookies.get(console_session.COOKIE):
         # A browser signed in to the console: the cookie, and X-CSRF-Token on a change.
-        principal = await console_session.principal_of(request)
+        principal, job = await console_session.principal_of(request, job_id=job_id)
     else:
         if credentials is None:
             # HTTPBearer answers None for a missing header and for another scheme alike.
@@ -65,9 +62,30 @@ async def _principal(
         token = credentials.credentials.strip()
         if not token:
             raise Unauthorized("the Authorization header must be 'Bearer <api key>'", code="invalid_api_key")
-        principal = await run_autocommit(lambda connection: auth.authenticate(connection, token))
+        principal, job = await run_autocommit(lambda connection: auth.authenticate(connection, token, job_id=job_id))
     await count_request(principal)
-    return principal
+    return principal, job
+
+
+async def _principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    _cookie: Annotated[str | None, Depends(console_cookie)],
+) -> Principal:
+    return (await _authenticated(request, credentials))[0]
+
+
+async def _polled_job(
+    request: Request,
+    job_id: str,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    _cookie: Annotated[str | None, Depends(console_cookie)],
+) -> JobRow:
+    """The job ``{job_id}`` names, read with the key (404 ``job_not_found`` when the tenant has none)."""
+    _, job = await _authenticated(request, credentials, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id}", code="job_not_found")
+    return job
 
 
 async def count_request(principal: Principal) -> None:
@@ -77,6 +95,8 @@ async def count_request(principal: Principal) -> None:
 
 
 CurrentTenant = Annotated[Principal, Depends(_principal)]
+# The status poll's job, authenticated and read in one statement (``core.tenants.auth``).
+PolledJob = Annotated[JobRow, Depends(_polled_job)]
 
 
 def _limit(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> int:

@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Row
 
 from core.jobs.states import JobState
 from core.models import Artifact, Candidate, Job, StoredDataset, StoredModel
+from core.tenants.auth import JobRow
 
 T = TypeVar("T")
 
@@ -81,8 +81,8 @@ class JobOut(BaseModel):
     links: dict[str, str]
 
     @classmethod
-    def of(cls, j: Job | Row[Any]) -> JobOut:
-        """From the ORM object or the job's row (``core.jobs.service.read_job``)."""
+    def of(cls, j: Job | JobRow) -> JobOut:
+        """From the ORM object or the job as a status poll reads it (``core.tenants.auth.JobRow``)."""
         base = f"/v1/jobs/{j.id}"
         return cls(
             id=j.id, kind=j.kind, state=j.state, model_id=j.model_id, dataset_id=j.dataset_id, spec=j.spec,

@@ -69,7 +69,7 @@ def _out(claims: console_session.Claims, principal: Principal) -> SessionOut:
              responses=responses(400, 401, 413, 422, 429))  # 400: a body that is not JSON; 413: past the body limit
 async def sign_in(body: SessionRequest, request: Request, response: Response) -> SessionOut:
     # 401 invalid_api_key, as for a Bearer request
-    principal = await run_autocommit(lambda connection: auth.authenticate(connection, body.api_key.strip()))
+    principal, _ = await run_autocommit(lambda connection: auth.authenticate(connection, body.api_key.strip()))
     await count_request(principal)
     claims = console_session.issue(principal.key_id, principal.key_expires_at)
     response.set_cookie(
@@ -86,7 +86,7 @@ async def sign_in(body: SessionRequest, request: Request, response: Response) ->
 async def read_session(
     request: Request, response: Response, _cookie: Annotated[str | None, Depends(console_cookie)],
 ) -> SessionOut:
-    claims, principal = await console_session.session_of(request)
+    claims, principal, _ = await console_session.session_of(request)
     await count_request(principal)
     response.headers["Cache-Control"] = "no-store"
     return _out(claims, principal)

@@ -27,7 +27,7 @@ from core.db import run_autocommit
 from core.errors import ShrinkError, Unauthorized
 from core.settings import get_settings
 from core.tenants import auth
-from core.tenants.auth import Principal
+from core.tenants.auth import JobRow, Principal
 
 COOKIE = "shrink_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -111,17 +111,19 @@ def claims_of(request: Request) -> Claims:
     return claims
 
 
-async def session_of(request: Request) -> tuple[Claims, Principal]:
+async def session_of(request: Request, *, job_id: str | None = None) -> tuple[Claims, Principal, JobRow | None]:
     """The request's session and its key's principal, read now: refused once the key is revoked
-    or expired."""
+    or expired; given ``job_id``, that job too when the tenant has it."""
     claims = claims_of(request)
-    return claims, await run_autocommit(lambda connection: auth.key_principal(connection, claims.key_id, _refused))
+    principal, job = await run_autocommit(lambda connection: auth.key_principal(connection, claims.key_id, _refused, job_id=job_id))
+    return claims, principal, job
 
 
-async def principal_of(request: Request) -> Principal:
+async def principal_of(request: Request, *, job_id: str | None = None) -> tuple[Principal, JobRow | None]:
     """The principal of a request authenticated by the cookie: a live key, and for a
-    state-changing method the matching ``X-CSRF-Token`` (403 ``csrf_failed``)."""
-    claims, principal = await session_of(request)
+    state-changing method the matching ``X-CSRF-Token`` (403 ``csrf_failed``); given ``job_id``,
+    that job too when the tenant has it."""
+    claims, principal, job = await session_of(request, job_id=job_id)
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(sent.encode(), claims.csrf_token.encode()):
@@ -130,4 +132,4 @@ async def principal_of(request: Request) -> Principal:
                 "that POST or GET /v1/session returned; reload the console",
                 detail={"field": CSRF_HEADER},
             )
-    return principal
+    return principal, job

@@ -11,12 +11,20 @@ from fastapi import APIRouter, Body, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from api.deps import CurrentTenant, Cursor, IdempotencyKey, LastEventId, Limit, SessionDep
+from api.deps import (
+    CurrentTenant,
+    Cursor,
+    IdempotencyKey,
+    LastEventId,
+    Limit,
+    PolledJob,
+    SessionDep,
+)
 from api.errors import responses
 from api.routers.uploads_common import answer_without_work
 from api.schemas import ArtifactList, ArtifactOut, JobOut, Page, Report
 from core import idempotency
-from core.db import new_session, run_autocommit
+from core.db import new_session
 from core.errors import Conflict, NotFound
 from core.jobs import events as job_events
 from core.jobs import service
@@ -94,9 +102,9 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="Read a job: its state, progress, error and result", responses=ERRORS)
-async def get_job(job_id: str, tenant: CurrentTenant) -> JobOut:
-    # The route clients poll: on the event loop, one statement after the key's.
-    return JobOut.of(await run_autocommit(lambda connection: service.read_job(connection, tenant.id, job_id)))
+async def get_job(job_id: str, job: PolledJob) -> JobOut:
+    # The route clients poll: on the event loop, the job read in the key's statement.
+    return JobOut.of(job)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a job: at once when queued, between passes when running",

@@ -9,8 +9,7 @@ import contextlib
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from core import capabilities
@@ -130,17 +129,6 @@ def create_benchmark_job(session: Session, tenant_id: str, spec: BenchmarkSpec) 
 def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
     job = session.get(Job, job_id)
     if job is None or job.tenant_id != tenant_id:
-        raise NotFound(f"no job {job_id}", code="job_not_found")
-    return job
-
-
-_JOB_ROW = select(*Job.__table__.c).where(Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id"))
-
-
-async def read_job(connection: AsyncConnection, tenant_id: str, job_id: str) -> Row[Any]:
-    """The job's row, on the event loop: what a status poll reads (``GET /v1/jobs/{id}``)."""
-    job = (await connection.execute(_JOB_ROW, {"job_id": job_id, "tenant_id": tenant_id})).first()
-    if job is None:
         raise NotFound(f"no job {job_id}", code="job_not_found")
     return job
 

@@ -231,9 +231,35 @@ def test_last_used_is_written_once_a_minute_not_on_every_request(db_env: dict[st
         assert session.get(ApiKey, key.id).last_used_at > first
 
 
-def _authenticate(secret: str, *, count_statements: bool = False):  # type: ignore[no-untyped-def]
-    """``core.tenants.auth.authenticate`` as a request runs it, on an event loop of its own;
-    with ``count_statements``, the kinds of the SQL statements it sent instead of the principal."""
+def test_a_poll_reads_key_and_job_in_one_statement_and_never_another_tenants_job(db_env: dict[str, str]) -> None:
+    from core.db import session_scope
+    from core.errors import Unauthorized
+    from core.models import Job, StoredModel
+    from core.tenants import service
+
+    with session_scope() as session:
+        owner, other = service.create_tenant(session, "owner"), service.create_tenant(session, "other")
+        _, owner_secret = service.create_api_key(session, owner.id)
+        _, other_secret = service.create_api_key(session, other.id)
+        session.add(StoredModel(id="mdl_poll", tenant_id=owner.id, name="m", format="onnx", size_bytes=1, sha256="0" * 64, storage_key="k"))
+        session.flush()
+        session.add(Job(id="job_poll", tenant_id=owner.id, model_id="mdl_poll", progress_message="halfway", labels={"team": "a"}))
+    _authenticate(owner_secret)  # ``last_used_at`` written: what follows within the minute only reads
+    assert _authenticate(owner_secret, job_id="job_poll", count_statements=True) == ["SELECT"]
+    principal, job = _authenticate(owner_secret, job_id="job_poll")
+    assert principal.id == owner.id and job is not None
+    assert (job.id, job.tenant_id, job.progress_message, job.labels) == ("job_poll", owner.id, "halfway", {"team": "a"})
+    principal, job = _authenticate(other_secret, job_id="job_poll")
+    assert principal.id == other.id and job is None
+    assert _authenticate(owner_secret, job_id="job_none")[1] is None
+    with pytest.raises(Unauthorized):
+        _authenticate("shk_" + "x" * 40, job_id="job_poll")
+
+
+def _authenticate(secret: str, *, job_id: str | None = None, count_statements: bool = False):  # type: ignore[no-untyped-def]
+    """``core.tenants.auth.authenticate`` as a request runs it, on an event loop of its own: the
+    principal (and with ``job_id``, ``(principal, job)``); with ``count_statements``, the kinds of
+    the SQL statements it sent instead."""
     import asyncio
 
     from sqlalchemy import event
@@ -247,10 +273,12 @@ def _authenticate(secret: str, *, count_statements: bool = False):  # type: igno
         listener = lambda *args: sent.append(args[2].split()[0].upper())  # noqa: E731 - (conn, cursor, statement, ...)
         event.listen(engine, "before_cursor_execute", listener)
         try:
-            principal = await run_autocommit(lambda connection: auth.authenticate(connection, secret))
+            principal, job = await run_autocommit(lambda connection: auth.authenticate(connection, secret, job_id=job_id))
         finally:
             event.remove(engine, "before_cursor_execute", listener)
             await dispose_async_engines()
-        return [s for s in sent if s not in ("PRAGMA",)] if count_statements else principal
+        if count_statements:
+            return [s for s in sent if s not in ("PRAGMA",)]
+        return principal if job_id is None else (principal, job)
 
     return asyncio.run(run())
