@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from api.console import session as console_session
 from core.db import new_session, run_autocommit
-from core.errors import BadRequest, NotFound, Unauthorized
+from core.errors import BadRequest, Unauthorized
+from core.jobs.service import job_not_found
 from core.settings import get_settings
 from core.tenants import auth, quotas
 from core.tenants.auth import JobRow, Principal
@@ -84,7 +85,7 @@ async def _polled_job(
     """The job ``{job_id}`` names, read with the key (404 ``job_not_found`` when the tenant has none)."""
     _, job = await _authenticated(request, credentials, job_id)
     if job is None:
-        raise NotFound(f"no job {job_id}", code="job_not_found")
+        raise job_not_found(job_id)
     return job
 
 

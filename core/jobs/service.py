@@ -126,10 +126,15 @@ def create_benchmark_job(session: Session, tenant_id: str, spec: BenchmarkSpec) 
     return job
 
 
+def job_not_found(job_id: str) -> NotFound:
+    """What a tenant is told of a job that is not theirs or does not exist (the same answer)."""
+    return NotFound(f"no job {job_id}", code="job_not_found")
+
+
 def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
     job = session.get(Job, job_id)
     if job is None or job.tenant_id != tenant_id:
-        raise NotFound(f"no job {job_id}", code="job_not_found")
+        raise job_not_found(job_id)
     return job
 
 

@@ -156,7 +156,7 @@ def _fold_gelu_bias(path: Path) -> int:
     from engine.quantization import gelu_bias
 
     proto = onnx_model.load_proto(path)
-    count = gelu_bias.rewrite(proto) if any(n.op_type == "BiasGelu" for n in proto.graph.node) else 0
+    count = gelu_bias.rewrite(proto)
     if count:
         onnx_model.save_proto(proto, path)
     return count
