@@ -11,7 +11,9 @@ docs/methods/quantize.md and docs/benchmarks.md have the tables):
   cosine 0.997 (min 0.992) with every weight MatMul in int8. Before quantizing, BERT attention is
   fused (``attention_fusion``) and residual sums are kept out of onnxruntime's slow
   SkipLayerNormalization kernel (``residual_sum``): 1.61x fp32's speed at batch 1, 1.52x at
-  batch 8 on an AMD EPYC (2 cores, AVX2, no VNNI; measured 2026-11-23).
+  batch 8 on an AMD EPYC (2 cores, AVX2, no VNNI; measured 2026-11-23). The feed-forward bias
+  then goes inside its int8 MatMul rather than onnxruntime's ``BiasGelu`` (``gelu_bias``: 3%
+  on an Intel Xeon with VNNI and AMX, 2026-12-01).
 
 On an x86 CPU without a VNNI/AMX int8 dot product (AVX2 only), the weights are quantized to 7
 bits (``reduce_range``): onnxruntime's u8s8 kernels there add pairs of products in int16 and

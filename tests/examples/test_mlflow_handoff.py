@@ -52,8 +52,8 @@ def _the_run_holds_the_job(store: str, run_id: str, client: Client, tmp_path: Pa
     assert run.data.tags["shrink.candidate_id"] == best["id"] and run.data.tags["shrink.model_id"] == job.model_id
     assert json.loads(run.data.params["recipe"]) == best["recipe"]
     metrics = run.data.metrics
-    assert metrics["speedup_b1"] == pytest.approx(best["ratios"]["speedup"]["1"]["value"])
-    assert metrics["speedup_b1_ci95_low"] <= metrics["speedup_b1"] <= metrics["speedup_b1_ci95_high"]
+    assert metrics["speedup_b8"] == pytest.approx(best["ratios"]["speedup"]["8"]["value"])
+    assert metrics["speedup_b8_ci95_low"] <= metrics["speedup_b8"] <= metrics["speedup_b8_ci95_high"]
     assert metrics["size_ratio"] == pytest.approx(best["ratios"]["size"])
     assert metrics["fidelity_cosine_mean"] == pytest.approx(best["metrics"]["fidelity"]["cosine_mean"])
 
