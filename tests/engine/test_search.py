@@ -17,7 +17,7 @@ from engine.errors import DatasetInvalid, DatasetRequired
 from engine.job import JobRequest, run_job
 from engine.search import evaluate, pareto, run
 from engine.search.goal import Goal, objective_gain, quality_drop, resolve_goal
-from engine.search.space import ModelTraits, one_shots, recipe_of
+from engine.search.space import MAX_EPOCHS, ModelTraits, one_shots, recipe_of
 from engine.search.split import split_rows
 from engine.search.strategy import Search, TrialRecord
 
@@ -99,6 +99,52 @@ def test_a_resumed_search_replays_what_it_evaluated_and_goes_on() -> None:
     # The one-shots already evaluated are not proposed again.
     evaluated = {str(r.plan) for r in first.records}
     assert str(resumed.ask().plan) not in evaluated
+
+
+def _proposals(search: Search, count: int) -> list[dict[str, Any]]:
+    """``count`` plans asked of ``search``, each told a result that favours longer training."""
+    plans = []
+    for number in range(len(search.records), len(search.records) + count):
+        proposal = search.ask()
+        plans.append(proposal.plan)
+        search.tell(proposal, None if proposal.repeat_of else TrialRecord(
+            number=number, plan=proposal.plan, params={}, distributions={}, state="complete",
+            gain=1.0 + proposal.plan.get("epochs", 0) / 10, drop=0.0, extra={"candidate_id": f"c{number}"}))
+    return plans
+
+
+def test_recovery_training_is_searched_past_a_handful_of_epochs_and_at_a_higher_rate() -> None:
+    plans = _proposals(Search(GOAL, ModelTraits(format="onnx", has_dataset=True, has_labels=True), seed=0, prior=[]), 30)
+    trained = [p for p in plans if p["structure"] != "none"]
+    assert max(p["epochs"] for p in trained) > 6 and max(p["epochs"] for p in trained) <= MAX_EPOCHS
+    assert {p["lr_scale"] for p in trained} == {1.0, 3.0}
+    scaled = recipe_of({"structure": "prune", "prune_ratio": 0.7, "prune_steps": 3, "epochs": 16, "lr_scale": 3.0, "quantize": "none"},
+                       GOAL, ModelTraits(format="onnx", has_dataset=True, has_labels=True))
+    assert scaled == [{"op": "prune", "method": "structured", "ratio": 0.7, "finetune_epochs": 16, "lr": 0.003, "steps": 3}]
+
+
+def test_a_search_saved_when_training_drew_fewer_epochs_resumes() -> None:
+    """Records written when recovery training drew 1-6 epochs and had no rate choice replay into
+    the study that draws 1-MAX_EPOCHS and a rate: Optuna takes both (another ``log`` setting
+    for a parameter it would refuse)."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+        distribution_to_json,
+    )
+
+    plan = {"structure": "prune", "prune_ratio": 0.3, "prune_steps": 1, "epochs": 2, "quantize": "none"}
+    former = {"structure": CategoricalDistribution(["none", "prune", "lowrank", "distill"]),
+              "prune_ratio": FloatDistribution(0.1, 0.9, step=0.05), "prune_steps": IntDistribution(1, 3),
+              "epochs": IntDistribution(1, 6), "quantize": CategoricalDistribution(["none", "auto"])}
+    saved = TrialRecord(number=0, plan=plan, params=dict(plan), distributions={k: distribution_to_json(v) for k, v in former.items()},
+                        state="complete", gain=1.5, drop=0.0, extra={"candidate_id": "c0"})
+    search = Search(GOAL, ModelTraits(format="onnx", has_dataset=True, has_labels=True), seed=0,
+                    prior=[TrialRecord.from_json(saved.to_json())])
+    plans = _proposals(search, 20)
+    assert len(search.records) > 10
+    assert all(1 <= p["epochs"] <= MAX_EPOCHS for p in plans if p["structure"] != "none")
 
 
 def test_the_final_figure_is_computed_on_rows_that_neither_built_nor_selected_a_candidate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
