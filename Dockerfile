@@ -4,10 +4,12 @@
 #
 # CPU (default):
 #   docker build -t shrink:latest .
-# GPU (CUDA base; PyPI's Linux torch wheel is the CUDA build and brings its own CUDA libraries):
+# GPU (CUDA base; PyPI's Linux torch wheel is the CUDA build and brings its own CUDA libraries;
+# onnxruntime's CUDA build, whose CUDA and TensorRT providers run the `gpu` queue's benchmarks):
 #   docker build -t shrink-gpu:latest \
 #     --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
-#     --build-arg TORCH_INDEX_URL=https://pypi.org/simple .
+#     --build-arg TORCH_INDEX_URL=https://pypi.org/simple \
+#     --build-arg ONNXRUNTIME_GPU_VERSION=1.31.1 .
 #
 # The base must be Debian or Ubuntu. python:3.11-slim ships Python; the CUDA bases ship none, so
 # the `base` stage installs the distribution's python3 (3.12 on Ubuntu 24.04; pyproject.toml
@@ -60,6 +62,16 @@ RUN set -eu; \
                echo "CUDA packages in the CPU image" >&2; exit 1; fi ;; \
     esac; \
     python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+# The GPU image runs onnxruntime's CUDA build (onnxruntime-gpu): the CPU build has no CUDA
+# provider, and a `cuda` benchmark would be refused. Both install the module `onnxruntime`, so
+# the CPU build goes first. Empty (the default): the CPU build stays.
+ARG ONNXRUNTIME_GPU_VERSION=
+RUN set -eu; \
+    if [ -n "${ONNXRUNTIME_GPU_VERSION}" ]; then \
+        pip uninstall -y onnxruntime; \
+        pip install "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}"; \
+        python -c "import onnxruntime as o; p = o.get_available_providers(); assert 'CUDAExecutionProvider' in p, p; print(p)"; \
+    fi
 
 # The code. Editable, so that the package root stays /app, where alembic.ini and migrations/
 # live (they are not part of the Python packages).

@@ -1,6 +1,7 @@
 """One interface to run a model on a batch, whatever its runtime: what the benchmark times.
 
-- ``OnnxRunner``: onnxruntime, CPU or CUDA execution provider.
+- ``OnnxRunner``: onnxruntime on the CPU, or on the GPU through TensorRT's execution provider
+  where TensorRT is installed and CUDA's otherwise (``cuda_providers``).
 - ``TorchRunner``: a Hugging Face checkpoint in PyTorch.
 - ``TorchGraphRunner``: an ONNX graph converted to a PyTorch ``GraphModule`` (onnx2torch, no
   pickle), for ``runtime: torch`` on an ONNX model.
@@ -43,6 +44,24 @@ def package_version(name: str) -> str | None:
         return None
 
 
+def tensorrt_installed() -> bool:
+    """TensorRT's runtime library can be loaded: onnxruntime's GPU build lists its TensorRT
+    provider either way, and without the library the session falls back with an error log."""
+    import ctypes.util
+
+    return ctypes.util.find_library("nvinfer") is not None
+
+
+def cuda_providers() -> list[str]:
+    """The execution providers of a ``cuda`` session, best first: TensorRT's (where onnxruntime
+    has it and TensorRT is installed), CUDA's, and the CPU's for any node neither runs."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    gpu = ["TensorrtExecutionProvider"] if "TensorrtExecutionProvider" in available and tensorrt_installed() else []
+    return [*gpu, "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
 @dataclass
 class OnnxRunner:
     model: ModelFile
@@ -50,7 +69,7 @@ class OnnxRunner:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else None
+        providers = cuda_providers() if self.device == "cuda" else None
         # Runners are timed side by side: no worker may spin on the next model's cores.
         self.session = onnx_model.session(self.model.path, threads=self.threads, providers=providers, spin_between_runs=False)
         # onnxruntime falls back to the CPU without a word when the CUDA provider cannot load:

@@ -163,6 +163,53 @@ def test_cuda_without_a_cuda_runtime_is_refused_not_measured_on_the_cpu() -> Non
         make_runner(ModelFile(path=materials.digits_cnn_onnx(), format="onnx"), device="cuda")
 
 
+class _FakeGpuSession:
+    """What onnxruntime's GPU build answers: the providers it was given (the boundary mocked)."""
+
+    def __init__(self, providers: list[str]):
+        self._providers = providers
+
+    def get_providers(self) -> list[str]:
+        return list(self._providers)
+
+    def get_inputs(self) -> list[Any]:
+        return []
+
+    def get_outputs(self) -> list[Any]:
+        return []
+
+
+@pytest.mark.parametrize(
+    ("available", "tensorrt", "expected"),
+    [
+        (["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], True,
+         ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]),
+        (["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], False,
+         ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+        (["CUDAExecutionProvider", "CPUExecutionProvider"], True, ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    ],
+)
+def test_a_cuda_runner_asks_for_tensorrt_where_installed_then_cuda(
+    monkeypatch: pytest.MonkeyPatch, available: list[str], tensorrt: bool, expected: list[str]
+) -> None:
+    import onnxruntime
+
+    from engine.bench import runners
+
+    asked: list[list[str]] = []
+
+    def session(path: Path, *, threads: int = 0, providers: list[str] | None = None, spin_between_runs: bool = True) -> _FakeGpuSession:
+        asked.append(list(providers or []))
+        return _FakeGpuSession([p for p in providers or [] if p in available])
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(available))
+    monkeypatch.setattr(runners, "tensorrt_installed", lambda: tensorrt)
+    monkeypatch.setattr(runners.onnx_model, "session", session)
+    runner = make_runner(ModelFile(path=materials.digits_cnn_onnx(), format="onnx"), device="cuda")
+    assert asked == [expected]
+    assert runner.providers == expected
+
+
 def test_a_job_writes_a_manifest_that_verifies_its_artifacts(tmp_path: Path) -> None:
     from engine.job import JobRequest, run_job
 

@@ -183,6 +183,9 @@ def test_gpu_worker_reserves_an_nvidia_gpu_and_builds_on_a_cuda_base(
         for device in devices
     ), devices
     assert worker["build"]["args"]["BASE_IMAGE"].startswith("nvidia/cuda:")
+    # onnxruntime's CUDA build, at a release (Dockerfile: ONNXRUNTIME_GPU_VERSION).
+    assert re.fullmatch(r"\d+\.\d+\.\d+", worker["build"]["args"]["ONNXRUNTIME_GPU_VERSION"])
+    assert "ONNXRUNTIME_GPU_VERSION" not in services["worker-cpu"].get("build", {}).get("args", {})
     assert worker["image"] != services["worker-cpu"]["image"], "the GPU image needs its own tag"
 
 

@@ -170,6 +170,22 @@ def test_torch_is_the_cpu_wheel_at_the_version_pyproject_pins(
     assert torch_runs and '--extra-index-url "${TORCH_INDEX_URL}"' in torch_runs[0]
 
 
+def test_the_gpu_image_swaps_onnxruntime_for_its_cuda_build_and_the_cpu_image_keeps_the_cpu_one(
+    instructions: list[Instruction],
+) -> None:
+    assert arg_defaults(instructions)["ONNXRUNTIME_GPU_VERSION"] == ""
+    swap = [run for run in runs(instructions) if "onnxruntime-gpu" in run]
+    assert len(swap) == 1, swap
+    # Only when the argument is set, the CPU build out first (both install the module
+    # `onnxruntime`), and the build fails without the CUDA provider.
+    assert '[ -n "${ONNXRUNTIME_GPU_VERSION}" ]' in swap[0]
+    assert swap[0].index("pip uninstall -y onnxruntime") < swap[0].index('pip install "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}"')
+    assert "'CUDAExecutionProvider' in p" in swap[0]
+    # Swapped after the project's dependencies brought the CPU build in.
+    all_runs = runs(instructions)
+    assert all_runs.index(swap[0]) > next(i for i, run in enumerate(all_runs) if "tomllib.load(open('pyproject.toml'" in run)
+
+
 def test_default_command_is_the_api_through_the_shrink_script(
     instructions: list[Instruction],
 ) -> None:
