@@ -4,9 +4,10 @@ measure it beside the original on the selection rows, with the same benchmark co
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +54,51 @@ def trial_config(goal: Goal, prepared: Prepared) -> BenchmarkConfig:
     })
 
 
-def build(recipe: list[dict[str, Any]], prepared: Prepared, ctx: PassContext, work_dir: Path) -> tuple[ModelFile, list[dict[str, Any]]]:
-    """The candidate model and its recipe as it ran (with what each pass resolved)."""
+@dataclass
+class Trained:
+    """Models that structure and recovery training built in this attempt, by their steps: a
+    candidate that only adds quantization to steps already run starts from their model. Training
+    is most of a transformer candidate's time (minutes against seconds for quantizing), and every
+    trained structure is worth measuring both in float and quantized."""
+
+    models: dict[str, tuple[ModelFile, list[dict[str, Any]]]] = field(default_factory=dict)
+
+    @staticmethod
+    def key(steps: list[dict[str, Any]]) -> str:
+        return json.dumps(steps, sort_keys=True)
+
+
+def _ran(records: list[Any]) -> list[dict[str, Any]]:
+    return [r.config | ({"resolved": r.resolved} if r.resolved else {}) for r in records]
+
+
+def build(recipe: list[dict[str, Any]], prepared: Prepared, ctx: PassContext, work_dir: Path,
+          trained: Trained | None = None) -> tuple[ModelFile, list[dict[str, Any]]]:
+    """The candidate model and its recipe as it ran (with what each pass resolved). With
+    ``trained``, the steps before a final quantization are taken from there when an earlier
+    candidate ran them, and kept there when this one runs them (recipes are deterministic for the
+    job's seed, so the model is the one these steps would build again)."""
     if work_dir.exists():
         shutil.rmtree(work_dir)
-    ctx.work_dir = work_dir
     ctx.dataset = prepared.fit
     ctx.report_sections = {}
-    model, records = run_recipe(prepared.original, build_recipe(recipe), ctx)
-    return model, [r.config | ({"resolved": r.resolved} if r.resolved else {}) for r in records]
+    ends_quantized = bool(recipe) and recipe[-1].get("op") == "quantize"
+    head, tail = (recipe[:-1], recipe[-1:]) if ends_quantized else (recipe, [])
+    if trained is None or not head:
+        ctx.work_dir = work_dir
+        model, records = run_recipe(prepared.original, build_recipe(recipe), ctx)
+        return model, _ran(records)
+    known = trained.models.get(Trained.key(head))
+    if known is None or not known[0].path.exists():
+        ctx.work_dir = work_dir / "trained"
+        model, records = run_recipe(prepared.original, build_recipe(head), ctx)
+        known = trained.models[Trained.key(head)] = (model, _ran(records))
+    if not tail:
+        return known
+    ctx.work_dir = work_dir / "quantized"
+    model, records = run_recipe(known[0], build_recipe(tail), ctx)
+    ctx.work_dir = work_dir
+    return model, [*known[1], *_ran(records)]
 
 
 def as_benchmarked(model: ModelFile, prepared: Prepared, work_dir: Path) -> ModelFile:

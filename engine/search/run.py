@@ -30,7 +30,7 @@ from engine.job import (
 )
 from engine.model import ModelFile
 from engine.search import pareto
-from engine.search.evaluate import Prepared, as_benchmarked, build, measure
+from engine.search.evaluate import Prepared, Trained, as_benchmarked, build, measure
 from engine.search.goal import Goal, objective_gain, quality_drop, resolve_goal
 from engine.search.space import ModelTraits, applicable_methods, recipe_of
 from engine.search.split import split_rows, subsets
@@ -43,6 +43,9 @@ MAX_TRIALS = 2000  # a guard: a search ends on its budget or an exhausted space 
 MAX_FINAL_CANDIDATES = 4
 # Share of the budget kept for the final benchmark.
 FINAL_SHARE = 0.15
+# Share of the search's time one candidate may take: one that would train past it (many epochs
+# of a large dataset) is stopped and recorded as failed, and the search goes on with the rest.
+CANDIDATE_SHARE = 0.5
 
 
 class _Emitter:
@@ -107,6 +110,8 @@ def _search(request: JobRequest, prepared: Prepared, goal: Goal, traits: ModelTr
                       cancel_file=request.cancel_path, deadline=deadline)
     keep = (request.checkpoint_dir or request.work_dir) / "search"
     durations: list[float] = []
+    trained = Trained()
+    candidate_limit = CANDIDATE_SHARE * goal.budget_seconds * (1 - FINAL_SHARE)
     while len(search.records) < MAX_TRIALS and not search.exhausted:
         left = deadline - time.monotonic()
         if left <= 0 or (durations and left < 0.5 * statistics.median(durations)):
@@ -123,10 +128,11 @@ def _search(request: JobRequest, prepared: Prepared, goal: Goal, traits: ModelTr
             "search", _fraction(started, deadline, elapsed_before),
             f"{n} candidates evaluated; candidate {n + 1}: {stage} {message}".strip())
         began = time.monotonic()
+        ctx.deadline = min(deadline, began + candidate_limit)
         record = TrialRecord(number=number, plan=proposal.plan, params={}, distributions={}, state="failed",
                              extra={"candidate_id": candidate_id, "recipe": recipe})
         try:
-            model, ran = build(recipe, prepared, ctx, request.work_dir / "trials" / candidate_id)
+            model, ran = build(recipe, prepared, ctx, request.work_dir / "trials" / candidate_id, trained)
             measured = measure(candidate_id, model, ran, goal, prepared, request.work_dir / "trials" / candidate_id)
             package_model(model, keep / candidate_id, "model")
             entry = measured["entry"]
@@ -135,7 +141,13 @@ def _search(request: JobRequest, prepared: Prepared, goal: Goal, traits: ModelTr
                 record.error = {"code": "not_measurable", "message": f"the benchmark could not measure its {goal.metric} or {goal.objective}"}
             else:
                 record.state, record.gain, record.drop = "complete", measured["gain"], measured["drop"]
-        except Canceled:  # BudgetSpent too: the candidate in the middle is dropped, the rest kept
+        except BudgetSpent:
+            if time.monotonic() >= deadline:  # the search's budget: the candidate in the middle is dropped
+                raise
+            record.error = {"code": "candidate_time_limit",
+                            "message": f"stopped after {candidate_limit / 60:.1f} minutes, half of the search's time; "
+                                       "a shorter training (fewer epochs or rows) fits"}
+        except Canceled:  # the candidate in the middle is dropped, the rest kept
             raise
         except Exception as exc:  # noqa: BLE001 - one candidate failing (not applicable, out of memory) is recorded
             error = error_payload(exc)

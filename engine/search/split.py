@@ -16,6 +16,11 @@ from engine.errors import DatasetInvalid
 SHARES = (0.6, 0.2)
 SHARES_WITH_EVAL_SET = (0.7, 0.3)
 MIN_ROWS_PER_PART = 4
+# Selection and held-out rows are capped; every row past the caps trains. 2,000 rows put a mean
+# cosine within about 0.001 and an accuracy within about 0.02 (95%), and measuring a candidate on
+# them stays seconds, while training is what a large dataset pays for: a MiniLM-L6 student with
+# half the layers distilled on 30,000 sentences kept cosine 0.959, on 240 none came near 0.95.
+MAX_JUDGING_ROWS = 2000
 
 
 @dataclass(frozen=True)
@@ -46,10 +51,9 @@ def split_rows(rows: int, seed: int, *, eval_set: bool) -> RowSplit:
             detail={"field": "dataset_id", "rows": rows},
         )
     order = np.random.default_rng(seed).permutation(rows)
-    n_fit = max(MIN_ROWS_PER_PART, int(round(rows * fit_share)))
-    n_select = max(MIN_ROWS_PER_PART, int(round(rows * select_share)))
-    if eval_set:
-        n_select = rows - n_fit
+    n_select = min(MAX_JUDGING_ROWS, max(MIN_ROWS_PER_PART, int(round(rows * select_share))))
+    n_held = 0 if eval_set else min(MAX_JUDGING_ROWS, max(MIN_ROWS_PER_PART, rows - n_select - int(round(rows * fit_share))))
+    n_fit = rows - n_select - n_held
     return RowSplit(fit=order[:n_fit], select=order[n_fit:n_fit + n_select], held_out=order[n_fit + n_select:])
 
 

@@ -17,8 +17,8 @@ from engine.errors import DatasetInvalid, DatasetRequired
 from engine.job import JobRequest, run_job
 from engine.search import evaluate, pareto, run
 from engine.search.goal import Goal, objective_gain, quality_drop, resolve_goal
-from engine.search.space import MAX_EPOCHS, ModelTraits, one_shots, recipe_of
-from engine.search.split import split_rows
+from engine.search.space import MAX_EPOCHS, STUDENT_LR_HF, ModelTraits, one_shots, recipe_of
+from engine.search.split import MAX_JUDGING_ROWS, split_rows
 from engine.search.strategy import Search, TrialRecord
 
 GOAL = Goal(metric="accuracy", max_drop=0.01, objective="latency", batch_size=8, budget_seconds=60,
@@ -37,6 +37,97 @@ def test_the_split_is_disjoint_covers_every_row_and_follows_the_seed() -> None:
     assert len(with_eval.held_out) == 0 and len(with_eval.fit) + len(with_eval.select) == 100
     with pytest.raises(DatasetInvalid):
         split_rows(5, seed=0, eval_set=False)
+
+
+def test_a_large_dataset_trains_on_every_row_past_the_judging_caps() -> None:
+    split = split_rows(12_000, seed=0, eval_set=False)
+    assert [len(split.fit), len(split.select), len(split.held_out)] == [12_000 - 2 * MAX_JUDGING_ROWS, MAX_JUDGING_ROWS, MAX_JUDGING_ROWS]
+    assert len(set(split.fit.tolist()) | set(split.select.tolist()) | set(split.held_out.tolist())) == 12_000
+    with_eval = split_rows(12_000, seed=0, eval_set=True)
+    assert [len(with_eval.fit), len(with_eval.select), len(with_eval.held_out)] == [12_000 - MAX_JUDGING_ROWS, MAX_JUDGING_ROWS, 0]
+    assert [len(p) for p in (split_rows(1797, seed=0, eval_set=False).fit, split_rows(1797, seed=0, eval_set=False).held_out)] == [1078, 360]
+
+
+def test_one_shots_try_the_student_first_and_each_trained_structure_also_quantized() -> None:
+    for fmt in ("onnx", "hf"):
+        traits = ModelTraits(format=fmt, has_dataset=True, has_labels=fmt == "onnx")
+        plans = one_shots(GOAL, traits)
+        assert plans[0] == {"structure": "none", "quantize": "auto"}
+        assert plans[1]["structure"] == "distill" and plans[1]["quantize"] == "none"
+        for float_plan in (p for p in plans if p["structure"] != "none" and p["quantize"] == "none"):
+            twin = {**float_plan, "quantize": "auto"}
+            assert twin in plans
+            head, twin_recipe = recipe_of(float_plan, GOAL, traits), recipe_of(twin, GOAL, traits)
+            assert twin_recipe[:-1] == head and twin_recipe[-1]["op"] == "quantize"
+    student = recipe_of(plans[1], GOAL, ModelTraits(format="hf", has_dataset=True, has_labels=False))[0]
+    assert student["student"] == "fewer_layers" and student["lr"] == STUDENT_LR_HF and student["hidden_weight"] > 0
+
+
+def test_a_quantized_twin_starts_from_the_model_its_structure_trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reused model is the one the steps would build again: same outputs as a build from scratch."""
+    import onnxruntime as ort
+
+    from engine.context import PassContext
+    from engine.formats.detect import resolve_upload
+
+    x_train, _, y_train, _ = materials.digits()
+    fit = Dataset(format="npz", arrays={"image": x_train[:96]}, labels=y_train[:96])
+    original = resolve_upload(materials.digits_cnn_onnx(), tmp_path / "original")
+    prepared = evaluate.Prepared(original=original, baseline=original, fit=fit, select=None, held_out=None,
+                                 tokenizer_folder=None, bench=None)  # type: ignore[arg-type]
+    ctx = PassContext(work_dir=tmp_path / "trials", original=original, dataset=fit, seed=3)
+    pruned = [{"op": "prune", "method": "structured", "ratio": 0.3, "finetune_epochs": 1}]
+    twin = [*pruned, {"op": "quantize", "method": "dynamic"}]
+    ran_ops: list[list[str]] = []
+    real_run_recipe = evaluate.run_recipe
+
+    def run_recipe(model: Any, passes: Any, context: Any) -> Any:
+        ran_ops.append([p.op for p in passes])
+        return real_run_recipe(model, passes, context)
+
+    monkeypatch.setattr(evaluate, "run_recipe", run_recipe)
+    trained = evaluate.Trained()
+    _, float_ran = evaluate.build(pruned, prepared, ctx, tmp_path / "trials" / "c1", trained)
+    reused, reused_ran = evaluate.build(twin, prepared, ctx, tmp_path / "trials" / "c2", trained)
+    assert ran_ops == [["prune"], ["quantize"]]
+    assert reused_ran[:1] == float_ran and reused_ran[1]["op"] == "quantize"
+    scratch, scratch_ran = evaluate.build(twin, prepared, ctx, tmp_path / "trials" / "c3")
+    assert ran_ops[-1] == ["prune", "quantize"]
+    feed = {"image": x_train[96:104]}
+    outputs = [ort.InferenceSession(str(m.path), providers=["CPUExecutionProvider"]).run(None, feed)[0] for m in (reused, scratch)]
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+
+
+def test_a_candidate_over_its_share_of_the_time_is_recorded_and_the_search_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    x_train, _, y_train, _ = materials.digits()
+    np.savez(tmp_path / "rows.npz", image=x_train[:60], labels=y_train[:60])
+    real_build = run.build
+    calls = {"n": 0}
+
+    def build(recipe: Any, prepared: Any, ctx: Any, work_dir: Path, *rest: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:  # a training that would run on: it checks for cancellation as a pass does
+            while True:
+                ctx.check_cancel()
+                time.sleep(0.05)
+        return real_build(recipe, prepared, ctx, work_dir, *rest)
+
+    monkeypatch.setattr(run, "build", build)
+    monkeypatch.setattr(run, "CANDIDATE_SHARE", 0.1)
+    request = JobRequest(
+        job_id="job_t", model_path=materials.digits_cnn_onnx(), dataset_path=tmp_path / "rows.npz",
+        goal={"metric": "accuracy", "max_drop": 0.5, "batch_size": 8, "budget_minutes": 0.5, "methods": ["quantize"]},
+        benchmark={"batch_sizes": [8], "warmup_runs": 1, "min_runs": 5, "max_runs": 20, "time_budget_seconds": 0.5, "measure_memory": False},
+        candidate_id="cand_t_1", work_dir=tmp_path / "work", out_dir=tmp_path / "out",
+    )
+    started = time.monotonic()
+    result = run_job(request)
+    stopped = result["candidates"][0]
+    assert stopped["metrics"]["search"]["error"]["code"] == "candidate_time_limit"
+    assert 0.1 * 0.5 * 60 * 0.85 <= stopped["metrics"]["search"]["seconds"] < 10
+    assert len(result["candidates"]) > 1 and time.monotonic() - started < 60
 
 
 def test_goal_defaults_follow_the_dataset() -> None:
@@ -162,9 +253,9 @@ def test_the_final_figure_is_computed_on_rows_that_neither_built_nor_selected_a_
 
     real_build, real_measure, real_bench = evaluate.build, run.measure, run.benchmark_models
 
-    def build(recipe: Any, prepared: Any, ctx: Any, work_dir: Path) -> Any:
+    def build(recipe: Any, prepared: Any, ctx: Any, work_dir: Path, *rest: Any) -> Any:
         seen["fit"] |= ids(prepared.fit)
-        return real_build(recipe, prepared, ctx, work_dir)
+        return real_build(recipe, prepared, ctx, work_dir, *rest)
 
     def measure(*args: Any, **kwargs: Any) -> Any:
         seen["select"] |= ids(args[4].select)
