@@ -1,7 +1,7 @@
 """Goal-driven search against the best single recipe, measured side by side in one run.
 
     .venv/bin/python -m bench.search digits [--budget 15]
-    .venv/bin/python -m bench.search minilm [--budget 40] [--max-drop 0.05] [--sentences 12000]
+    .venv/bin/python -m bench.search minilm [--budget 40] [--max-drop 0.05] [--sentences 30000]
 
 - ``digits``: the digits CNN (ONNX, trained by ``bench.materials``) and all 1,797 digits as a
   labelled dataset; goal: accuracy at most 0.01 below the original's, latency at batch size 64.
@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("model", choices=["digits", "minilm"])
     parser.add_argument("--budget", type=float, default=None, help="minutes (default: 15 for digits, 40 for minilm)")
     parser.add_argument("--max-drop", type=float, default=0.05, help="minilm: the cosine bound's drop")
-    parser.add_argument("--sentences", type=int, default=12000, help="minilm: rows of the dataset")
+    parser.add_argument("--sentences", type=int, default=30000, help="minilm: rows of the dataset")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     budget = args.budget or (15.0 if args.model == "digits" else 40.0)
@@ -109,6 +109,12 @@ def main() -> None:
         print(f"# search: {len(search['candidates'])} candidates in {seconds / 60:.1f} min; goal met: {search['goal_met']}")
         print(f"# {result['message']}")
         best = result["best_candidate_id"]
+        for c in search["candidates"]:
+            # Each candidate as the search judged it, on the selection rows.
+            plan = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in c["plan"].items())
+            figure = (f"{c['gain']:.2f}x, {goal['metric']} drop {c['drop']:.4f}" if c["state"] == "complete"
+                      else f"failed: {(c.get('error') or {}).get('code')}")
+            print(f"#   {c['id']}: {plan}: {figure} ({c['seconds'] / 60:.1f} min)")
 
         # Side by side on the held-out rows: the original, the default recipe, the search's best.
         dataset = load_dataset(data_path)

@@ -145,7 +145,7 @@ def _search(request: JobRequest, prepared: Prepared, goal: Goal, traits: ModelTr
             if time.monotonic() >= deadline:  # the search's budget: the candidate in the middle is dropped
                 raise
             record.error = {"code": "candidate_time_limit",
-                            "message": f"stopped after {candidate_limit / 60:.1f} minutes, half of the search's time; "
+                            "message": f"stopped after {candidate_limit / 60:.1f} minutes ({CANDIDATE_SHARE:.0%} of the search's time); "
                                        "a shorter training (fewer epochs or rows) fits"}
         except Canceled:  # the candidate in the middle is dropped, the rest kept
             raise
