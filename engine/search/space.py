@@ -30,7 +30,8 @@ LR_SCALES = (1.0, 3.0)
 # MiniLM-L6), not near it as a lightly fine-tuned model does: its peak rate is ten times the
 # fine-tuning default, and it also matches the teacher's hidden states at the layers it kept
 # (MiniLM-L6, 3 layers, 30,000 sentences, 3 epochs at 5e-4 with hidden_weight 1: cosine 0.959 on
-# held-out sentences; bench.distill_lowrank, docs/benchmarks.md).
+# held-out sentences; bench.distill_lowrank, docs/benchmarks.md). Three times it did worse (10,800
+# sentences, 3 epochs: the job's cosine 0.928 at 1.5e-3, 0.932 at 5e-4; AMD EPYC, AVX2, 2026-12-01).
 STUDENT_LR_HF = 5e-4
 STUDENT_HIDDEN_WEIGHT = 1.0
 

@@ -69,8 +69,14 @@ def explain(best: str | None, records: list[TrialRecord], goal: Goal, report: di
     closest = sorted(done, key=lambda r: (r.drop, -(r.gain or 0.0)))[:2]  # type: ignore[arg-type, return-value]
     named = "; ".join(f"{r.extra['candidate_id']} ({_describe(goal, r.gain, r.drop)})" for r in closest)
     needed = max(0.0, min(r.drop for r in closest))  # type: ignore[type-var]
-    hints = [f"a looser bound (max_drop {needed:.3g} would admit {closest[0].extra['candidate_id']})" if needed > goal.max_drop else
-             "a candidate that is not slower than the original (it met the bound but not the speed check)"]
+    final = {e["id"]: e for e in report.get("candidates", [])}
+    flags = final.get(closest[0].extra["candidate_id"], {}).get("flags", [])
+    if needed > goal.max_drop:
+        hints = [f"a looser bound (max_drop {needed:.3g} would admit {closest[0].extra['candidate_id']})"]
+    elif "below_quality_bound" in flags:
+        hints = ["more selection rows (it met the bound on the selection rows, not on the held-out rows)"]
+    else:
+        hints = ["a candidate that is not slower than the original (it met the bound but not the speed check)"]
     hints.append("a dataset with more rows (recovery training)")
     hints.append(f"a longer budget than {goal.budget_seconds / 60:g} minutes")
     return f"no candidate met the goal ({goal.metric} drop at most {goal.max_drop}); the closest: {named}. It may take {', '.join(hints)}."

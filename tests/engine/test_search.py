@@ -281,3 +281,13 @@ def test_the_final_figure_is_computed_on_rows_that_neither_built_nor_selected_a_
     described = json.loads((tmp_path / "out" / "report.json").read_text())["search"]["rows"]
     assert [described[k]["rows"] for k in ("calibration_and_training", "selection", "held_out")] == [72, 24, 24]
     assert len(seen["held_out"]) == 24
+
+
+def test_the_final_re_measure_keeps_the_feasible_candidate_with_the_most_margin() -> None:
+    # Five feasible on the selection rows: the four fastest sit at the bound, the fifth has margin.
+    front = [_record(i, gain=5.0 - i * 0.5, drop=0.0099) for i in range(4)] + [_record(4, gain=1.5, drop=0.0)]
+    front.append(_record(5, gain=9.0, drop=0.2))  # infeasible, the fastest of all
+    chosen = run.final_candidates(front, GOAL)
+    assert len(chosen) == run.MAX_FINAL_CANDIDATES
+    assert [r.number for r in chosen] == [0, 1, 2, 4]
+    assert [r.number for r in run.final_candidates(front[:3] + front[4:], GOAL)] == [0, 1, 2, 4]
