@@ -36,10 +36,10 @@ from bench.steps import run_step
 from engine import hardware
 from engine.bench.config import BenchmarkConfig
 from engine.bench.report import CandidateInput, benchmark_models
-from engine.data import Dataset, load_dataset
+from engine.data import load_dataset
 from engine.formats.detect import resolve_upload
 from engine.job import JobRequest, as_onnx, run_job
-from engine.search.split import split_rows
+from engine.search.split import split_rows, subsets
 
 TARGETS = {
     "digits": "at least 3x faster than the original at batch 64 on held-out rows, accuracy within 0.01",
@@ -118,9 +118,9 @@ def main() -> None:
 
         # Side by side on the held-out rows: the original, the default recipe, the search's best.
         dataset = load_dataset(data_path)
-        held: Dataset = dataset.take(np.sort(split_rows(len(dataset), args.seed, eval_set=False).held_out))
+        fit, _, held = subsets(dataset, split_rows(len(dataset), args.seed, eval_set=False))
         original = resolve_upload(model_path, work / "original")
-        default, _, _ = run_step({"op": "quantize"}, original, dataset.take(np.sort(split_rows(len(dataset), args.seed, eval_set=False).fit)), work / "default")
+        default, _, _ = run_step({"op": "quantize"}, original, fit, work / "default")
         models = [("default {\"op\": \"quantize\"}", default)]
         if best:
             artifact = next(a for a in result["artifacts"] if a.get("best") and a["kind"] == "model" and a["format"] == "onnx")
