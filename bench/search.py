@@ -133,6 +133,9 @@ def main() -> None:
             tokenizer_folder=original.path if original.format == "hf" else None,
         )
         metric = goal["metric"]
+        if metric == "cosine":
+            compared = side["candidates"][0]["metrics"].get("fidelity", {}).get("cosine_of")
+            print(f"# the cosine compares: {compared} (the search judged the same way)")
         print(f"# load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print(f"\n| model | p50 ms (batch {bs}) | speedup [95% CI] | {'accuracy' if metric == 'accuracy' else 'cosine mean'} |")
         print("|---|---|---|---|")

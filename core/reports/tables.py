@@ -52,8 +52,10 @@ def _fidelity_cell(e: Entry) -> str:
         return f"<td>not comparable: {esc(f['error'])}</td>"
     top1 = f.get("top1_agreement")
     extra = f"<br>top-1 {fmt_float(top1, 4)}" if top1 is not None else ""
+    of = str(f.get("cosine_of") or "output")
+    pooled = f" of the {esc(of.removesuffix('_pooled'))}-pooled embedding" if of.endswith("_pooled") else ""
     return (
-        f"<td>cos {fmt_float(f.get('cosine_mean'), 5)} (min {fmt_float(f.get('cosine_min'), 4)})"
+        f"<td>cos{pooled} {fmt_float(f.get('cosine_mean'), 5)} (min {fmt_float(f.get('cosine_min'), 4)})"
         f"<br>max |err| {fmt_float(f.get('max_abs_error'), 3)}{extra}</td>"
     )
 

@@ -41,6 +41,13 @@ class BenchmarkConfig(BaseModel):
     fidelity_rows: int = Field(
         256, ge=1, le=100_000, description="rows on which fidelity and the task metric are computed"
     )
+    fidelity_pooling: Literal["auto", "none", "mean", "cls", "max"] = Field(
+        "auto",
+        description="what the output cosine compares for a per-token output ([batch, sequence, "
+        "hidden]): none, every real token's output; mean, cls or max, the sentence embedding "
+        "pooled from them; auto, the pooling a sentence-transformers checkpoint declares "
+        "(modules.json and its Pooling config), else none",
+    )
     threads: int = Field(0, ge=0, le=512, description="intra-op threads; 0 = the runtime's default")
     measure_memory: bool = Field(
         True, description="measure each model's peak memory in a child process of its own"

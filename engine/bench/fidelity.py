@@ -22,15 +22,37 @@ def _without_padding(output: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return output * mask.reshape(*mask.shape, *([1] * (output.ndim - 2))).astype(output.dtype)
 
 
+POOLINGS = ("mean", "cls", "max")
+
+
+def pool(output: np.ndarray, mask: np.ndarray | None, pooling: str) -> np.ndarray:
+    """One embedding per row from a per-token output ([batch, seq, hidden]), as a sentence
+    embedding model's pooling layer makes it: the mean or the maximum over real tokens, or the
+    first token's. Outputs that are not per-token are returned as they are."""
+    if output.ndim != 3:
+        return output
+    if pooling == "cls":
+        return output[:, 0]
+    real = np.ones(output.shape[:2], dtype=bool) if mask is None or mask.shape != output.shape[:2] else mask.astype(bool)
+    if pooling == "max":
+        return np.where(real[..., None], output, -np.inf).max(axis=1)
+    weights = real[..., None].astype(np.float64)
+    return (output * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
+
+
 def compare(
     reference: list[list[np.ndarray]],
     candidate: list[list[np.ndarray]],
     masks: list[np.ndarray | None] | None = None,
+    *,
+    pooling: str | None = None,
 ) -> dict[str, Any]:
     """``reference[b][o]``: output ``o`` of batch ``b``. Cosine is per row (sample) of output 0,
-    flattened; max abs error over every output; top-1 agreement when output 0 looks like logits.
+    flattened, or with ``pooling`` (one of POOLINGS) of its pooled embedding when output 0 is
+    per-token; max abs error over every output; top-1 agreement when output 0 looks like logits.
     ``masks[b]`` (``padding_masks``): per-token outputs are compared on real tokens only."""
     cosines: list[np.ndarray] = []
+    pooled = False
     max_abs = 0.0
     top1_same = top1_total = 0
     sq_err = 0.0
@@ -47,8 +69,10 @@ def compare(
             max_abs = max(max_abs, float(diff.max()) if diff.size else 0.0)
             sq_err += float((diff**2).sum())
             count += diff.size
-        r0 = ref_outs[0].astype(np.float64).reshape(ref_outs[0].shape[0], -1)
-        c0 = cand_outs[0].astype(np.float64).reshape(cand_outs[0].shape[0], -1)
+        r0, c0 = ref_outs[0].astype(np.float64), cand_outs[0].astype(np.float64)
+        if pooling is not None and r0.ndim == 3:
+            r0, c0, pooled = pool(r0, mask, pooling), pool(c0, mask, pooling), True
+        r0, c0 = r0.reshape(r0.shape[0], -1), c0.reshape(c0.shape[0], -1)
         denom = np.linalg.norm(r0, axis=1) * np.linalg.norm(c0, axis=1)
         cosines.append(np.where(denom > 0, (r0 * c0).sum(axis=1) / np.maximum(denom, 1e-300), 1.0))
         if ref_outs[0].ndim == 2 and ref_outs[0].shape[1] > 1:
@@ -61,6 +85,9 @@ def compare(
         "max_abs_error": max_abs,
         "rmse": float(np.sqrt(sq_err / count)) if count else None,
         "rows": int(cos.size),
+        # What the cosine compares: each row's whole output 0 (every real token of a per-token
+        # output), or the sentence embedding pooled from it.
+        "cosine_of": f"{pooling}_pooled" if pooled else "output",
     }
     if top1_total:
         result["top1_agreement"] = top1_same / top1_total

@@ -22,6 +22,7 @@ from engine.bench import fidelity, latency, macs, memory, sizes
 from engine.bench.config import BenchmarkConfig
 from engine.bench.runners import Runner, batches, feeds_from_dataset, make_runner, package_version
 from engine.data import Dataset
+from engine.formats import hf
 from engine.model import ModelFile
 
 REPORT_VERSION = 1
@@ -110,6 +111,13 @@ def _ratio(base: float | None, cand: float | None) -> float | None:
     return float(base) / float(cand)
 
 
+def _pooling(config: BenchmarkConfig, checkpoint: Path | None) -> str | None:
+    """The sentence-embedding pooling the cosine compares (None: every real token's output)."""
+    if config.fidelity_pooling == "auto":
+        return hf.sentence_pooling(checkpoint) if checkpoint is not None else None
+    return None if config.fidelity_pooling == "none" else config.fidelity_pooling
+
+
 def benchmark_models(
     baseline: ModelFile,
     candidates: list[CandidateInput],
@@ -133,6 +141,7 @@ def benchmark_models(
     if tokenizer_folder is None and baseline.format == "hf":
         tokenizer_folder = baseline.path
     notes: list[str] = []
+    pooling = _pooling(config, tokenizer_folder)
     metrics: list[dict[str, Any]] = [
         {
             **sizes.size_on_disk(m),
@@ -170,7 +179,9 @@ def benchmark_models(
     for i, m in enumerate(metrics):
         if i > 0:
             try:
-                m["fidelity"] = fidelity.compare(outputs[0], outputs[i], fidelity.padding_masks(eval_feeds))
+                m["fidelity"] = fidelity.compare(
+                    outputs[0], outputs[i], fidelity.padding_masks(eval_feeds), pooling=pooling
+                )
             except ValueError as exc:  # outputs of another shape: nothing to compare, say so
                 m["fidelity"] = {"error": str(exc)}
         if quality[i] is not None:

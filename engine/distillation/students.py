@@ -1,7 +1,7 @@
 """Smaller students derived from a teacher, initialized from its weights.
 
 - Transformers, fewer layers: keep every k-th block (ending with the last one), as DistilBERT
-  initializes its student; the config's layer count follows, so the student saves as a plain
+  initializes its student, or a given number of blocks spread evenly (ending with the last one); the config's layer count follows, so the student saves as a plain
   Hugging Face checkpoint.
 - Transformers, narrower FFN, and any CNN, width multiplier: channels are removed with
   torch-pruning's dependency graph, which finds every layer coupled to a removed channel (the next
@@ -40,10 +40,11 @@ def derive(
     keep_every: int,
     ffn_ratio: float,
     width_multiplier: float,
+    layers: int | None = None,
 ) -> Student:
     """The student of ``kind`` derived from ``current`` ("current": ``current`` itself)."""
     if kind == "fewer_layers":
-        model, kept = fewer_layers(current, keep_every)
+        model, kept = fewer_layers(current, keep_every, layers=layers)
         return Student(model, tuple(i + 1 for i in kept), {"student_layers": kept})
     if kind == "narrower_ffn":
         model = narrower_ffn(current, ffn_ratio)
@@ -78,16 +79,26 @@ def _block_list(module: Any) -> tuple[Any, str]:
     )
 
 
-def kept_layers(teacher_layers: int, keep_every: int) -> list[int]:
-    """0-based teacher blocks the student keeps: every k-th, always including the last."""
+def kept_layers(teacher_layers: int, keep_every: int, layers: int | None = None) -> list[int]:
+    """0-based teacher blocks the student keeps: every k-th, always including the last; with
+    ``layers``, that many spread evenly (the i-th of n ends the i-th n-th of the teacher's depth)."""
+    if layers is not None:
+        if not 1 <= layers < teacher_layers:
+            raise PassNotApplicable(
+                f"layers {layers}: the teacher has {teacher_layers} blocks; keep between 1 and {teacher_layers - 1}"
+            )
+        return [-(-(i + 1) * teacher_layers // layers) - 1 for i in range(layers)]
     kept = list(range(keep_every - 1, teacher_layers, keep_every))
     if not kept or kept[-1] != teacher_layers - 1:
         kept.append(teacher_layers - 1)
     return kept
 
 
-def fewer_layers(teacher: TorchModel, keep_every: int) -> tuple[TorchModel, list[int]]:
-    """A student with every ``keep_every``-th block of the teacher; returns the blocks kept."""
+def fewer_layers(
+    teacher: TorchModel, keep_every: int, *, layers: int | None = None
+) -> tuple[TorchModel, list[int]]:
+    """A student with every ``keep_every``-th block of the teacher (or ``layers`` of them, spread
+    evenly); returns the blocks kept."""
     import torch.nn as nn
 
     if teacher.kind != "hf":
@@ -96,7 +107,7 @@ def fewer_layers(teacher: TorchModel, keep_every: int) -> tuple[TorchModel, list
         )
     student = _clone(teacher)
     blocks, path = _block_list(student.module)
-    kept = kept_layers(len(blocks), keep_every)
+    kept = kept_layers(len(blocks), keep_every, layers)
     new_blocks = nn.ModuleList([blocks[i] for i in kept])
     parent_name, _, child = path.rpartition(".")
     setattr(

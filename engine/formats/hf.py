@@ -49,6 +49,38 @@ def read_json_object(path: Path) -> dict[str, Any]:
     return _json_object(path.read_bytes(), path.name)
 
 
+# sentence-transformers' Pooling config keys, in the order its Pooling module reads them; the
+# square-root-of-length mean scales each row, which a cosine ignores, so it compares as the mean.
+_POOLING_KEYS = (
+    ("pooling_mode_cls_token", "cls"),
+    ("pooling_mode_max_tokens", "max"),
+    ("pooling_mode_mean_tokens", "mean"),
+    ("pooling_mode_mean_sqrt_len_tokens", "mean"),
+)
+
+
+def sentence_pooling(folder: Path) -> str | None:
+    """The pooling ("mean", "cls" or "max") that a sentence-transformers checkpoint declares
+    (``modules.json`` naming a Pooling module, and that module's ``config.json``): its users
+    compare the pooled embedding, not every token's output. None for any other checkpoint, or a
+    pooling these three do not describe (weighted mean, last token, several at once)."""
+    try:
+        modules = json.loads((folder / "modules.json").read_bytes())
+        entry = next(m for m in modules if str(m.get("type", "")).endswith(".Pooling"))
+        config_path = (folder / str(entry.get("path", "")) / "config.json").resolve()
+        if not config_path.is_relative_to(folder.resolve()):
+            return None
+        config = json.loads(config_path.read_bytes())
+    except (OSError, ValueError, RecursionError, TypeError, AttributeError, StopIteration):
+        return None
+    if not isinstance(config, dict):
+        return None
+    modes = {name for key, name in _POOLING_KEYS if config.get(key) is True}
+    if len(modes) != 1 or any(config.get(k) is True for k in ("pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken")):
+        return None
+    return modes.pop()
+
+
 def safetensors_header(path: Path) -> dict[str, Any]:
     with open(path, "rb") as fh:
         raw = fh.read(8)

@@ -31,6 +31,13 @@ class DistillConfig(TrainConfig):
     keep_every: int = Field(
         2, ge=2, le=12, description="fewer_layers: keep every k-th block (and the last)"
     )
+    layers: int | None = Field(
+        None,
+        ge=1,
+        le=128,
+        description="fewer_layers: keep this many blocks, spread evenly and ending with the last "
+        "(4 of MiniLM-L6's 6: blocks 1, 2, 4, 5, 0-based); when set, keep_every is not used",
+    )
     ffn_ratio: float = Field(
         0.5, ge=0.05, le=0.95, description="narrower_ffn: share of the MLP width kept"
     )
@@ -85,6 +92,7 @@ class Distill(Pass[DistillConfig]):
             current,
             cfg.student,
             keep_every=cfg.keep_every,
+            layers=cfg.layers,
             ffn_ratio=cfg.ffn_ratio,
             width_multiplier=cfg.width_multiplier,
         )

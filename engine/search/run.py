@@ -18,6 +18,7 @@ from engine.bench.report import CandidateInput, benchmark_models
 from engine.context import PassContext
 from engine.data import Dataset, load_dataset
 from engine.errors import BudgetSpent, Canceled
+from engine.formats import hf
 from engine.formats.detect import resolve_upload
 from engine.job import (
     Emit,
@@ -63,7 +64,8 @@ def _prepare(request: JobRequest, original: ModelFile, bench: BenchmarkConfig) -
     dataset = load_dataset(request.dataset_path) if request.dataset_path else None
     eval_set = load_dataset(request.eval_dataset_path) if request.eval_dataset_path else None
     traits = ModelTraits(format=original.format, has_dataset=dataset is not None,
-                         has_labels=dataset is not None and dataset.labels is not None, convolutional=_convolutional(original))
+                         has_labels=dataset is not None and dataset.labels is not None, convolutional=_convolutional(original),
+                         layers=_blocks(original))
     goal = resolve_goal(request.goal or {}, dataset=dataset, batch_sizes=bench.batch_sizes, applicable=applicable_methods(traits))
     fit: Dataset | None = None
     select: Dataset | None = None
@@ -80,6 +82,14 @@ def _prepare(request: JobRequest, original: ModelFile, bench: BenchmarkConfig) -
     prepared = Prepared(original=original, baseline=baseline, fit=fit, select=select, held_out=held,
                         tokenizer_folder=original.path if original.format == "hf" else None, bench=bench)
     return prepared, goal, traits, rows
+
+
+def _blocks(model: ModelFile) -> int | None:
+    """A Hugging Face transformer's block count, which its students cut."""
+    if model.format != "hf":
+        return None
+    layers = hf.read_json_object(model.path / "config.json").get("num_hidden_layers")
+    return layers if isinstance(layers, int) and not isinstance(layers, bool) else None
 
 
 def _convolutional(model: ModelFile) -> bool:

@@ -290,3 +290,68 @@ def test_an_onnx_model_runs_in_pytorch_when_asked(tmp_path: Path) -> None:
     assert base["macs"] == DIGITS_CNN_MACS  # FlopCounterMode agrees with the ONNX count
     assert base["macs_method"].startswith("torch.utils.flop_counter")
     assert base["latency_ms"]["4"]["runs"] >= 30
+
+
+def test_pooled_cosine_compares_each_rows_masked_mean_embedding() -> None:
+    from engine.bench import fidelity
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(3, 5, 8))
+    noise = rng.normal(size=(3, 5, 8))
+    cand = ref + noise - noise.mean(axis=1, keepdims=True)  # every token moves, the mean stays
+    mask = np.array([[1, 1, 1, 1, 1]] * 3)
+    tokens = fidelity.compare([[ref]], [[cand]], [mask])
+    pooled = fidelity.compare([[ref]], [[cand]], [mask], pooling="mean")
+    assert tokens["cosine_of"] == "output" and tokens["cosine_mean"] < 0.9
+    assert pooled["cosine_of"] == "mean_pooled" and pooled["cosine_mean"] == pytest.approx(1.0, abs=1e-12)
+    assert pooled["max_abs_error"] == tokens["max_abs_error"]  # errors stay per token
+
+    # Padding takes no part in the mean; the first token is the CLS embedding.
+    mask = np.array([[1, 1, 1, 0, 0]] * 3)
+    cand = ref.copy()
+    cand[:, 1] += 0.5
+    got = fidelity.compare([[ref]], [[cand]], [mask], pooling="mean")["cosine_mean"]
+    a, b = ref[:, :3].mean(axis=1), cand[:, :3].mean(axis=1)
+    want = ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).mean()
+    assert got == pytest.approx(want, rel=1e-12) and got < 1 - 1e-4
+    assert fidelity.compare([[ref]], [[cand]], [mask], pooling="cls")["cosine_mean"] == pytest.approx(1.0)
+    assert fidelity.compare([[ref]], [[cand]], [mask], pooling="max")["cosine_of"] == "max_pooled"
+
+
+def test_the_pooling_a_sentence_transformers_checkpoint_declares(tmp_path: Path) -> None:
+    from engine.formats.hf import sentence_pooling
+
+    assert sentence_pooling(materials.minilm_folder()) == "mean"  # all-MiniLM-L6-v2's 1_Pooling
+    assert sentence_pooling(tmp_path) is None  # no modules.json: not a sentence-transformers model
+
+    def declare(path: str, **modes: bool) -> str | None:
+        (tmp_path / "modules.json").write_text(json.dumps([
+            {"idx": 0, "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "path": path, "type": "sentence_transformers.models.Pooling"},
+        ]))
+        target = (tmp_path / path).resolve()
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "config.json").write_text(json.dumps({"word_embedding_dimension": 8, **modes}))
+        return sentence_pooling(tmp_path)
+
+    assert declare("1_Pooling", pooling_mode_cls_token=True) == "cls"
+    assert declare("1_Pooling", pooling_mode_mean_sqrt_len_tokens=True) == "mean"
+    assert declare("1_Pooling", pooling_mode_cls_token=True, pooling_mode_mean_tokens=True) is None
+    assert declare("1_Pooling", pooling_mode_lasttoken=True) is None
+    assert declare("../outside", pooling_mode_mean_tokens=True) is None  # never read outside the upload
+    (tmp_path / "modules.json").write_text("{not json")
+    assert sentence_pooling(tmp_path) is None
+
+
+@pytest.mark.parametrize(("setting", "compared"), [("auto", "mean_pooled"), ("none", "output"), ("cls", "cls_pooled")])
+def test_the_benchmark_compares_what_the_checkpoint_declares_unless_told(setting: str, compared: str) -> None:
+    model = ModelFile(path=materials.minilm_onnx(), format="onnx")
+    report = benchmark_models(
+        model,
+        [CandidateInput(id="same", model=model)],
+        dataset=Dataset(format="jsonl", texts=materials.sentences()[:4]),
+        config=BenchmarkConfig(threads=1, time_budget_seconds=0.2, min_runs=5, warmup_runs=1, measure_memory=False,
+                               fidelity_rows=4, fidelity_pooling=setting),
+        tokenizer_folder=materials.minilm_folder(),
+    )
+    assert report["candidates"][0]["metrics"]["fidelity"]["cosine_of"] == compared

@@ -59,6 +59,20 @@ def test_students_keep_every_kth_block_ending_with_the_last():
     assert distill_losses.default_layer_map(3, 6) == (2, 4, 6)
 
 
+def test_students_keep_a_given_number_of_blocks_spread_evenly_ending_with_the_last():
+    assert distill_students.kept_layers(6, 2, layers=4) == [1, 2, 4, 5]
+    assert distill_students.kept_layers(6, 2, layers=3) == [1, 3, 5]
+    assert distill_students.kept_layers(12, 2, layers=4) == [2, 5, 8, 11]
+    assert distill_students.kept_layers(6, 2, layers=1) == [5]
+    with pytest.raises(distill_students.PassNotApplicable, match="between 1 and 5"):
+        distill_students.kept_layers(6, 2, layers=6)
+    teacher = load_torch(ModelFile(materials.minilm_folder(), "hf"))
+    student, kept = distill_students.fewer_layers(teacher, 2, layers=4)
+    assert kept == [1, 2, 4, 5]
+    assert student.module.config.num_hidden_layers == 4
+    assert len(distill_students._block_list(student.module)[0]) == 4
+
+
 def test_cached_teacher_outputs_equal_a_fresh_run_in_batches_of_another_length():
     from engine.distillation.teacher_cache import TeacherCache
 

@@ -50,7 +50,7 @@ def test_a_large_dataset_trains_on_every_row_past_the_judging_caps() -> None:
 
 def test_one_shots_try_the_student_first_and_each_trained_structure_also_quantized() -> None:
     for fmt in ("onnx", "hf"):
-        traits = ModelTraits(format=fmt, has_dataset=True, has_labels=fmt == "onnx")
+        traits = ModelTraits(format=fmt, has_dataset=True, has_labels=fmt == "onnx", layers=6 if fmt == "hf" else None)
         plans = one_shots(GOAL, traits)
         assert plans[0] == {"structure": "none", "quantize": "auto"}
         assert plans[1]["structure"] == "distill" and plans[1]["quantize"] == "none"
@@ -59,8 +59,12 @@ def test_one_shots_try_the_student_first_and_each_trained_structure_also_quantiz
             assert twin in plans
             head, twin_recipe = recipe_of(float_plan, GOAL, traits), recipe_of(twin, GOAL, traits)
             assert twin_recipe[:-1] == head and twin_recipe[-1]["op"] == "quantize"
-    student = recipe_of(plans[1], GOAL, ModelTraits(format="hf", has_dataset=True, has_labels=False))[0]
+    student = recipe_of(plans[1], GOAL, ModelTraits(format="hf", has_dataset=True, has_labels=False, layers=6))[0]
     assert student["student"] == "fewer_layers" and student["lr"] == STUDENT_LR_HF and student["hidden_weight"] > 0
+    assert student["layers"] == 4  # two thirds of MiniLM-L6's blocks
+    # A one-block transformer has no student; its other structures stay.
+    single = {p["structure"] for p in one_shots(GOAL, ModelTraits(format="hf", has_dataset=True, has_labels=False, layers=1))}
+    assert "distill" not in single and "prune" in single
 
 
 def test_a_quantized_twin_starts_from_the_model_its_structure_trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
