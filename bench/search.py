@@ -116,6 +116,14 @@ def main() -> None:
                       else f"failed: {(c.get('error') or {}).get('code')}")
             print(f"#   {c['id']}: {plan}: {figure} ({c['seconds'] / 60:.1f} min)")
 
+        for entry in report["candidates"]:
+            # The final re-measure on the held-out rows, which can veto a candidate, never pick one.
+            held = entry["held_out"]
+            figure = (f"{held['gain']:.2f}x, {goal['metric']} drop {held['drop']:.4f}"
+                      if held["gain"] is not None and held["drop"] is not None else "not measured")
+            flags = "; ".join(f"{k}: {v}" for k, v in entry.get("flag_reasons", {}).items()) or ", ".join(entry["flags"]) or "no flags"
+            print(f"# final, held-out rows: {entry['id']}: {figure} ({flags})")
+
         # Side by side on the held-out rows: the original, the default recipe, the search's best.
         dataset = load_dataset(data_path)
         fit, _, held = subsets(dataset, split_rows(len(dataset), args.seed, eval_set=False))
