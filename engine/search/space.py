@@ -135,8 +135,11 @@ def one_shots(goal: Goal, traits: ModelTraits) -> list[Plan]:
     # at cosine 0.95).
     trained_shots: list[Plan] = []
     if "distill" in shapes:
-        kept = max(1, min(int(traits.layers or 2) - 1, round(STUDENT_SHARE_HF * int(traits.layers or 2))))
-        student = {"layers": kept} if traits.format == "hf" else {"width": 0.5}
+        if traits.format == "hf":  # structures() left the student out where there are no blocks to drop
+            blocks = int(traits.layers or 2)
+            student: Plan = {"layers": max(1, min(blocks - 1, round(STUDENT_SHARE_HF * blocks)))}
+        else:
+            student = {"width": 0.5}
         trained_shots.append({"structure": "distill", **student, **training(3)})
     if "prune" in shapes:
         trained_shots.append({"structure": "prune", "prune_ratio": 0.3, **prune_extra, **training(2)})
