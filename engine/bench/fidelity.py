@@ -22,9 +22,6 @@ def _without_padding(output: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return output * mask.reshape(*mask.shape, *([1] * (output.ndim - 2))).astype(output.dtype)
 
 
-POOLINGS = ("mean", "cls", "max")
-
-
 def pool(output: np.ndarray, mask: np.ndarray | None, pooling: str) -> np.ndarray:
     """One embedding per row from a per-token output ([batch, seq, hidden]), as a sentence
     embedding model's pooling layer makes it: the mean or the maximum over real tokens, or the
@@ -48,7 +45,7 @@ def compare(
     pooling: str | None = None,
 ) -> dict[str, Any]:
     """``reference[b][o]``: output ``o`` of batch ``b``. Cosine is per row (sample) of output 0,
-    flattened, or with ``pooling`` (one of POOLINGS) of its pooled embedding when output 0 is
+    flattened, or with ``pooling`` (``pool``: mean, cls or max) of its pooled embedding when output 0 is
     per-token; max abs error over every output; top-1 agreement when output 0 looks like logits.
     ``masks[b]`` (``padding_masks``): per-token outputs are compared on real tokens only."""
     cosines: list[np.ndarray] = []

@@ -1,8 +1,8 @@
 """Smaller students derived from a teacher, initialized from its weights.
 
 - Transformers, fewer layers: keep every k-th block (ending with the last one), as DistilBERT
-  initializes its student, or a given number of blocks spread evenly (ending with the last one); the config's layer count follows, so the student saves as a plain
-  Hugging Face checkpoint.
+  initializes its student, or a given number of blocks spread evenly (ending with the last one);
+  the config's layer count follows, so the student saves as a plain Hugging Face checkpoint.
 - Transformers, narrower FFN, and any CNN, width multiplier: channels are removed with
   torch-pruning's dependency graph, which finds every layer coupled to a removed channel (the next
   layer's inputs, norms, residual adds, gated MLP pairs) instead of a per-architecture rule. The
